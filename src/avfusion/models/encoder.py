@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
+from avfusion.models.base import AVModel
 from avfusion.models.fusion import FUSION_TYPES, FusionBlock
 from avfusion.models.layers import init_linear_and_norm
 from avfusion.models.stream import ModalityStream
@@ -84,7 +85,7 @@ class EncoderOutput(Tokens):
     layers: list[Tokens] | None = field(default=None)
 
 
-class EarlyFusionEncoder(nn.Module):
+class EarlyFusionEncoder(AVModel):
     """DeepAVFusion encoder (MODEL.md section 3).
 
     At a layer with a fusion block, each stream block reads [fusion tokens, own tokens] and its fusion
@@ -96,6 +97,7 @@ class EarlyFusionEncoder(nn.Module):
         super().__init__()
         config = EncoderConfig(**{**(asdict(config) if config else {}), **overrides})
         self.config = config
+        self.options = {}
         self.embed_dim = config.embed_dim
         self.depth = config.depth
         stream_kw = dict(patch_size=config.patch_size, embed_dim=config.embed_dim, depth=config.depth,
