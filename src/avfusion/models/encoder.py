@@ -8,7 +8,7 @@ from torch import nn
 
 from avfusion.models.base import AVModel
 from avfusion.models.fusion import FUSION_TYPES, FusionBlock
-from avfusion.models.layers import init_linear_and_norm
+from avfusion.models.layers import drop_path_rates, init_linear_and_norm
 from avfusion.models.stream import ModalityStream
 
 
@@ -110,7 +110,7 @@ class EarlyFusionEncoder(AVModel):
         self.fusion_layers = parse_fusion_layers(config.fusion_layers, config.depth)
         if config.fusion_type == "none":
             self.fusion_layers = []
-        rates = torch.linspace(0, config.drop_path, config.depth).tolist()
+        rates = drop_path_rates(config.drop_path, config.depth)
         # A ModuleList with None at layers without fusion: keys are fusion_blocks.{layer}.
         self.fusion_blocks = nn.ModuleList([
             FusionBlock(config.fusion_type, config.embed_dim, config.fusion_num_heads,

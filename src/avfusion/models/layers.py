@@ -32,6 +32,11 @@ def sincos_pos_embed_2d(embed_dim: int, grid_size: tuple[int, int]) -> torch.Ten
     return emb.float()
 
 
+def drop_path_rates(max_rate: float, depth: int) -> list[float]:
+    """Stochastic-depth rate per block, rising linearly from 0 to `max_rate`."""
+    return [max_rate * i / (depth - 1) if depth > 1 else 0.0 for i in range(depth)]
+
+
 class DropPath(nn.Module):
     """Stochastic depth: drops the whole residual branch per sample while training."""
 

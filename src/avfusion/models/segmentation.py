@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from avfusion.errors import ConfigError, DataError
+from avfusion.models.base import AVModel
 from avfusion.models.unet_parts import DoubleConv, Up, evenly_spaced_blocks, init_decoder_weights, tile
 
 #: Upsampling of each decoder scale relative to the token grid; the predictor adds a final x2.
@@ -49,7 +50,7 @@ class SegmentationOutput:
     loss: torch.Tensor | None = None       # scalar, when a target was given
 
 
-class Segmenter(nn.Module):
+class Segmenter(AVModel):
     """Encoder + segmentation decoder (official `AVSegmSimple`).
 
     Scale s in (1, 2, 4, 8) has width max(128, D // s); its image map is block `segmentation_blocks[i]`

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from avfusion.errors import ConfigError, DataError
+from avfusion.models.base import AVModel
 from avfusion.models.unet_parts import DoubleConv, Up, evenly_spaced_blocks, init_decoder_weights, tile
 
 #: The decoder upsamples the audio token grid by 2**4 = 16 to reach mel resolution.
@@ -114,7 +115,7 @@ class SeparationOutput:
     target_mask: torch.Tensor | None = None    # (B, 1, n_mels, T), when a target was given
 
 
-class Separator(nn.Module):
+class Separator(AVModel):
     """Encoder + `avss_decoder`: separates the source seen in `image` from a log-mel mixture.
 
     weighted_loss / binary_mask select the loss variant (see `separation_loss`). The official class

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from avfusion.models.layers import Block, PatchEmbed, sincos_pos_embed_2d
+from avfusion.models.layers import Block, PatchEmbed, drop_path_rates, sincos_pos_embed_2d
 
 
 class ModalityStream(nn.Module):
@@ -23,7 +23,7 @@ class ModalityStream(nn.Module):
         self.num_patches = self.grid_size[0] * self.grid_size[1]
         # Fixed, not trained; persistent so that checkpoints carry it exactly as stored.
         self.register_buffer("pos_embed", sincos_pos_embed_2d(embed_dim, self.grid_size)[None])
-        rates = torch.linspace(0, drop_path, depth).tolist() if depth > 1 else [drop_path]
+        rates = drop_path_rates(drop_path, depth)
         self.blocks = nn.ModuleList([
             Block(embed_dim, num_heads, mlp_ratio, drop=drop, attn_drop=attn_drop, drop_path=rate,
                   norm_eps=1e-6)
