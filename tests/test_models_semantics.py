@@ -10,6 +10,7 @@ from avfusion.models import EarlyFusionEncoder
 from avfusion.models.encoder import parse_fusion_layers
 from avfusion.models.fusion import DenseInteraction, FactorizedInteraction
 from avfusion.models.layers import set_attention_impl, sincos_pos_embed_2d
+from avfusion.models.pairwise_reference import materialised_dense, materialised_factorized
 from tests import naive_reference as naive
 from tests.conftest import assert_close_rel
 
@@ -61,33 +62,6 @@ def test_encoder_matches_naive_reference(config):
         (v, a, m), _ = naive.encoder(sd, image, audio, *args, keep=(keep_v, keep_a))
     assert_close_rel(out.fusion, m, what="masked fusion")
     assert_close_rel(out.audio, a, what="masked audio")
-
-
-def materialised_dense(block: DenseInteraction, m, image, audio):
-    """The dense interaction the way the paper writes it: all (audio_j, image_i) pairs built."""
-    B, nv, D = image.shape
-    na = audio.shape[1]
-    pairs = torch.cat([audio[:, :, None].expand(B, na, nv, D), image[:, None].expand(B, na, nv, D)], -1).reshape(B, na * nv, 2 * D)
-    H, inner = block.num_heads, block.inner
-    q = block.q(m).reshape(B, -1, H, inner // H).transpose(1, 2)
-    k, v = (t.reshape(B, na * nv, H, inner // H).transpose(1, 2) for t in block.kv(pairs).chunk(2, -1))
-    attn = (q @ k.transpose(-2, -1) * block.scale).softmax(-1)
-    return block.proj((attn @ v).transpose(1, 2).reshape(B, -1, inner))
-
-
-def materialised_factorized(block: FactorizedInteraction, m, image, audio):
-    f, mv, ma = m.split(block.num_tokens, 1)
-    mv, ma = block.attn_v(mv, image), block.attn_a(ma, audio)
-    B, kv, D = mv.shape
-    ka = ma.shape[1]
-    pairs = torch.cat([mv[:, :, None].expand(B, kv, ka, D), ma[:, None].expand(B, kv, ka, D)], -1).reshape(B, kv * ka, 2 * D)
-    H = block.num_heads
-    q = block.q(f).reshape(B, f.shape[1], H, -1).transpose(1, 2)
-    k = block.k(pairs).reshape(B, kv * ka, H, -1).transpose(1, 2)
-    v = block.v(pairs).reshape(B, kv * ka, H, -1).transpose(1, 2)
-    attn = (q @ k.transpose(-2, -1) * block.scale).softmax(-1)
-    out = block.proj((attn @ v).transpose(1, 2).reshape(B, f.shape[1], D))
-    return torch.cat([out, mv, ma], 1)
 
 
 @pytest.mark.parametrize("kind", ["dense", "factorized"])
