@@ -1,0 +1,108 @@
+"""The small interface through which the engine sees a task (pretraining, classification, ...)."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Collection
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset, default_collate
+
+
+@dataclass
+class ParamHints:
+    """What the optimizer should know about a model's parameters (names as in ``named_parameters``).
+
+    Attributes:
+        layer_id: name -> depth index (0: embeddings, ..., num_layers: head); needed for layer decay.
+        num_layers: the largest layer id; None: the largest id over the parameters.
+        pretrained: name -> whether it belongs to a pretrained stream (its lr follows the stream ramp).
+        no_weight_decay: names without weight decay besides biases, norms and 1-D parameters
+            (e.g. ``pos_embed``, ``cls_token``).
+    """
+
+    layer_id: Callable[[str], int] | None = None
+    num_layers: int | None = None
+    pretrained: Callable[[str], bool] | None = None
+    no_weight_decay: Collection[str] = ()
+
+
+class Task(ABC):
+    """A training problem: model, data, loss, and optionally evaluation.
+
+    ``cfg`` is whatever configuration object the caller passed to ``run_training`` (the full recipe);
+    the engine reads only its ``train`` section. Methods are called on every process.
+    """
+
+    @abstractmethod
+    def build_model(self, cfg: Any) -> nn.Module:
+        """A fresh model on the CPU; the engine seeds the RNG before calling and moves it to the device."""
+
+    @abstractmethod
+    def train_dataset(self, cfg: Any) -> Dataset:
+        """The map-style training set (the engine shards and shuffles it)."""
+
+    @abstractmethod
+    def loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float | torch.Tensor]]:
+        """Scalar loss (mean over the batch) and named values to log.
+
+        ``model`` may be wrapped (DDP, torch.compile): call it, and use ``unwrap(model)`` for attributes.
+        """
+
+    def eval_dataset(self, cfg: Any) -> Dataset | None:
+        """The evaluation set, or None for no evaluation."""
+        return None
+
+    def evaluate(self, model: nn.Module, loader: Any) -> dict[str, float]:
+        """Metrics over this rank's share of ``loader`` (gather across ranks here); model in eval mode."""
+        return {}
+
+    def param_hints(self, model: nn.Module) -> ParamHints:
+        """Layer ids, pretrained streams and extra no-decay names of ``model``."""
+        return ParamHints()
+
+    def collate(self, samples: list) -> Any:
+        """Samples -> batch."""
+        return default_collate(samples)
+
+    def batch_size(self, batch: Any) -> int:
+        """Number of samples in ``batch`` (for samples/s)."""
+        first = batch
+        while isinstance(first, (list, tuple, dict)):
+            first = next(iter(first.values())) if isinstance(first, dict) else first[0]
+        return int(first.shape[0]) if isinstance(first, torch.Tensor) else 1
+
+    def to_device(self, batch: Any, device: torch.device) -> Any:
+        """Move every tensor of ``batch`` to ``device``."""
+        if isinstance(batch, torch.Tensor):
+            return batch.to(device, non_blocking=True)
+        if isinstance(batch, dict):
+            return {k: self.to_device(v, device) for k, v in batch.items()}
+        if isinstance(batch, (list, tuple)):
+            moved = [self.to_device(v, device) for v in batch]
+            return type(batch)(*moved) if hasattr(batch, "_fields") else type(batch)(moved)
+        return batch
+
+    def save_final(self, model: nn.Module, directory: Path) -> None:
+        """Write the final weights: ``model.save_pretrained(directory)`` when the model has it, else
+        ``model.safetensors`` with the state dict."""
+        directory.mkdir(parents=True, exist_ok=True)
+        if hasattr(model, "save_pretrained"):
+            model.save_pretrained(directory)
+            return
+        from safetensors.torch import save_file
+        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        save_file(state, str(directory / "model.safetensors"))
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module under DDP and torch.compile wrappers."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        else:
+            return model

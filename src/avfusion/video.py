@@ -1,0 +1,167 @@
+"""Reading frames and audio from media files with PyAV.
+
+Times are seconds on the file timeline: 0 is the container start (see `avfusion.media_container`).
+`read_frame(path, t)` returns the frame DISPLAYED at t: the last frame whose presentation time is
+<= t, found by seeking to the previous keyframe and decoding forward. Past the end of a video stream
+that is shorter than the file, the last frame stays displayed; a stream that stops early against its
+own declared length is a truncated file (DecodeError). Frames come back as
+(H, W, 3) uint8 RGB with the display-matrix rotation applied (flips in the matrix are ignored).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import numpy as np
+
+from .errors import DecodeError
+from .media_audio import read_audio
+from .media_container import (MediaInfo, container_start, declared_end, open_input, pts_to_seconds,
+                              read_info, seconds_to_pts)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["MediaInfo", "probe", "read_frame", "read_frames", "read_audio"]
+
+_MODES = ("exact", "keyframe")
+_END_SLACK_FRAMES = 2     # a decode that stops this many frame periods before t means a truncated file
+
+
+def probe(path) -> MediaInfo:
+    """Stream facts of a media file (container, streams, first-frame rotation)."""
+    with open_input(path) as container:
+        return read_info(container, path)
+
+
+def _to_rgb(frame, rotation: int) -> np.ndarray:
+    """VideoFrame -> (H, W, 3) uint8 RGB as displayed (rotated counter-clockwise by `rotation`)."""
+    img = frame.to_ndarray(format="rgb24")
+    if rotation:
+        img = np.ascontiguousarray(np.rot90(img, k=rotation // 90))
+    return img
+
+
+class _Cursor:
+    """Forward decoding over one video stream, seeking only when a target lies past the next keyframe."""
+
+    def __init__(self, container, path):
+        self.container, self.path = container, path
+        self.stream = container.streams.video[0]
+        self.origin = container_start(container)
+        rate = self.stream.average_rate or self.stream.guessed_rate
+        self.period = 1.0 / float(rate) if rate else 0.04
+        self._frames = None        # decode iterator since the last seek
+        self.prev = None           # last frame with pts <= the last target
+        self.ahead = None          # first frame with pts > the last target
+        self.eof = False
+
+    def pts(self, frame) -> int:
+        pts = frame.pts if frame.pts is not None else frame.dts
+        if pts is None:
+            raise DecodeError(self.path, "decoded frame carries no timestamp")
+        return pts
+
+    def seek(self, target_pts: int) -> None:
+        start = self.stream.start_time if self.stream.start_time is not None else 0
+        self.container.seek(max(target_pts, start), stream=self.stream, backward=True)
+        self._frames = self.container.decode(self.stream)
+        self.prev = self.ahead = None
+        self.eof = False
+
+    def _next(self):
+        if self.ahead is None and not self.eof:
+            self.ahead = next(self._frames, None)
+            self.eof = self.ahead is None
+        return self.ahead
+
+    def first(self):
+        """The first frame decoded after the last seek (the keyframe the demuxer landed on)."""
+        frame = self._next()
+        if frame is None:
+            raise DecodeError(self.path, "no frame could be decoded after seeking (truncated file?)")
+        return frame
+
+    def advance(self, target_pts: int):
+        """Consume frames up to target_pts; return the last one with pts <= target (None if none)."""
+        while (frame := self._next()) is not None and self.pts(frame) <= target_pts:
+            self.prev, self.ahead = frame, None
+        return self.prev
+
+    def needs_seek(self, target_pts: int) -> bool:
+        """True when decoding forward from here would be slower than seeking to target's keyframe."""
+        if self._frames is None:
+            return True
+        here = self.prev if self.prev is not None else self.ahead
+        if here is None or target_pts < self.pts(here):
+            return True
+        entries = self.stream.index_entries
+        if len(entries) == 0:
+            return False
+        idx = entries.search_timestamp(target_pts, backward=True)
+        return idx >= 0 and entries[idx].timestamp > self.pts(here)
+
+
+def _check_time(info: MediaInfo, path, t: float) -> None:
+    if not info.has_video:
+        raise DecodeError(path, "no video stream")
+    if not (0.0 <= t <= info.duration):
+        raise DecodeError(path, f"time {t:.3f} s outside the file (0 .. {info.duration:.3f} s)")
+
+
+def _frame_at(cursor: _Cursor, t: float, mode: str):
+    """Decode the frame for time t (seconds) with `cursor`, in `mode`."""
+    target = seconds_to_pts(t, cursor.stream, cursor.origin)
+    if mode == "keyframe":
+        cursor.seek(target)
+        return cursor.first()
+    if cursor.needs_seek(target):
+        cursor.seek(target)
+    frame = cursor.advance(target)
+    if frame is None:
+        first = cursor.first()
+        start = cursor.stream.start_time or 0
+        if cursor.pts(first) <= start or target < start:
+            return first           # t precedes the first video frame: show the first frame
+        log.debug("%s: seek landed after t=%.3f; decoding from the stream start", cursor.path, t)
+        cursor.seek(start)
+        frame = cursor.advance(target) or cursor.first()
+    if cursor.eof:
+        last_t = pts_to_seconds(cursor.pts(frame), cursor.stream, cursor.origin)
+        slack = _END_SLACK_FRAMES * cursor.period
+        if t > last_t + slack and last_t + slack < declared_end(cursor.container, cursor.stream):
+            raise DecodeError(cursor.path, f"video ends at {last_t:.3f} s, before t={t:.3f} s "
+                                           "(truncated file?)")
+    return frame
+
+
+def read_frame(path, time: float, mode: str = "exact") -> np.ndarray:
+    """(H, W, 3) uint8 RGB frame shown at `time` seconds.
+
+    mode "exact": the last frame with presentation time <= time (decodes from the previous keyframe).
+    mode "keyframe": fast approximation, the keyframe at or before `time` (no forward decoding);
+    it can be up to one GOP early.
+    """
+    return read_frames(path, [time], mode=mode)[0]
+
+
+def read_frames(path, times: Sequence[float], mode: str = "exact") -> np.ndarray:
+    """(N, H, W, 3) uint8 frames at `times` (any order, repeats allowed), in one pass over the file.
+
+    Times are visited in sorted order; the decoder seeks only when the next time lies beyond the
+    next keyframe, otherwise it keeps decoding forward.
+    """
+    if mode not in _MODES:
+        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+    times = [float(t) for t in times]
+    if not times:
+        raise ValueError("read_frames needs at least one time")
+    with open_input(path) as container:
+        info = read_info(container, path)
+        for t in times:
+            _check_time(info, path, t)
+        cursor = _Cursor(container, path)
+        out: list[np.ndarray | None] = [None] * len(times)
+        for i in sorted(range(len(times)), key=times.__getitem__):
+            frame = _frame_at(cursor, times[i], mode)
+            out[i] = _to_rgb(frame, info.rotation)
+    return np.stack(out)
