@@ -34,4 +34,4 @@ class NonFiniteLossError(AvfusionError):
         self.step = step
         self.value = value
         super().__init__(f"non-finite loss {value} at step {step}; lower the learning rate, check the "
-                         "inputs, or allow skipping with engine.max_nonfinite_skips")
+                         "inputs, or allow skipping with train.max_nonfinite_skips")

@@ -1,0 +1,1 @@
+"""Datasets, transforms and loaders; ``avfusion.data.avdigits`` is the embedded AV-Digits benchmark."""
