@@ -125,3 +125,51 @@ def test_fusion_layers_parsing():
         parse_fusion_layers("0-12", 12)
     with pytest.raises(ValueError, match="use 'all'"):
         parse_fusion_layers("first", 12)
+
+
+def _materialised_pair_weights(q, keys, heads, scale):
+    B, Nq, _ = q.shape
+    qh = q.reshape(B, Nq, heads, -1).transpose(1, 2)
+    kh = keys.reshape(B, keys.shape[1], heads, -1).transpose(1, 2)
+    return (qh @ kh.transpose(-2, -1) * scale).softmax(-1)  # (B, H, Nq, Npairs)
+
+
+@pytest.mark.parametrize("kind", ["dense", "factorized", "token"])
+def test_image_attention_is_the_marginal_over_image_tokens(kind):
+    """The localisation read-out equals the materialised pair attention summed over the audio side."""
+    torch.manual_seed(5)
+    D, H = 32, 4
+    config = dict(image_size=(32, 48), audio_size=(32, 32), embed_dim=D, depth=1, num_heads=H, fusion_type=kind,
+                  num_fusion_tokens=(3, 2, 2), fusion_num_heads=H, fusion_attn_ratio=0.5)
+    encoder = EarlyFusionEncoder(**config).eval()
+    randomise(encoder, 6)
+    block = encoder.fusion_blocks[0]
+    fusion, image, audio = torch.randn(2, 7, D), torch.randn(2, 6, D), torch.randn(2, 4, D)
+    with torch.no_grad():
+        ours = block.image_attention(fusion, image, audio)
+        m, v, a = block._normalise(fusion, image, audio)
+        attn = block.attn
+        if kind == "dense":
+            pairs = torch.cat([a[:, :, None].expand(2, 4, 6, D), v[:, None].expand(2, 4, 6, D)], -1).reshape(2, 24, 2 * D)
+            keys = block.attn.kv(pairs)[..., : attn.inner]
+            w = _materialised_pair_weights(attn.q(m), keys, H, attn.scale).mean(1)  # (B, M, 24) audio-major
+            expected = w.reshape(2, 7, 4, 6).sum(2)
+        elif kind == "factorized":
+            f, mv, ma = m.split((3, 2, 2), 1)
+            mv2, ma2 = attn.attn_v(mv, v), attn.attn_a(ma, a)
+            pairs = torch.cat([mv2[:, :, None].expand(2, 2, 2, D), ma2[:, None].expand(2, 2, 2, D)], -1).reshape(2, 4, 2 * D)
+            w = _materialised_pair_weights(attn.q(f), attn.k(pairs), H, attn.scale).mean(1)  # (B, F, Kv*Ka)
+            over_agg = w.reshape(2, 3, 2, 2).sum(3)
+            key = attn.attn_v.kv(v)[..., :D]
+            over_image = _materialised_pair_weights(attn.attn_v.q(mv), key, H, (D // H) ** -0.5).mean(1)
+            expected = over_agg @ over_image
+        else:
+            inner = attn.q.out_features
+            keys = attn.kv(torch.cat([v, a], 1))[..., :inner]
+            w = _materialised_pair_weights(attn.q(m), keys, H, (inner // H) ** -0.5).mean(1)[..., :6]
+            expected = w / w.sum(-1, keepdim=True)
+    assert ours.shape == expected.shape
+    assert_close_rel(ours, expected, tol=1e-5)
+    assert torch.allclose(ours.sum(-1), torch.ones(()), atol=1e-5)
+    out = encoder(torch.randn(2, 3, 32, 48), torch.randn(2, 1, 32, 32), return_attention=True)
+    assert len(out.image_attention) == 1 and out.image_attention[0].shape[-1] == 6

@@ -83,6 +83,8 @@ class EncoderOutput(Tokens):
     """Final tokens after the final norms; `layers` holds per-block tokens before them when asked."""
 
     layers: list[Tokens] | None = field(default=None)
+    # per fusion block (in layer order): (B, Mq, N_image) attention of fusion tokens over image tokens
+    image_attention: list[torch.Tensor] | None = field(default=None)
 
 
 class EarlyFusionEncoder(AVModel):
@@ -127,18 +129,22 @@ class EarlyFusionEncoder(AVModel):
         init_linear_and_norm(self.fusion_blocks)
 
     def forward(self, image: torch.Tensor, audio: torch.Tensor, image_ids_keep: torch.Tensor | None = None,
-                audio_ids_keep: torch.Tensor | None = None, return_layers: bool = False) -> EncoderOutput:
-        """image (B, 3, H, W), audio (B, 1, F, T); ids_keep (B, K) select the visible patches."""
+                audio_ids_keep: torch.Tensor | None = None, return_layers: bool = False,
+                return_attention: bool = False) -> EncoderOutput:
+        """image (B, 3, H, W), audio (B, 1, F, T); ids_keep (B, K) select the visible patches.
+        `return_attention` adds each fusion block's attention over the image tokens (localisation)."""
         x_image = self.image.embed(image, image_ids_keep)
         x_audio = self.audio.embed(audio, audio_ids_keep)
         x_fusion = self.fusion_tokens.expand(image.shape[0], -1, -1)
         n_fusion = x_fusion.shape[1]
-        layers = []
+        layers, attention = [], []
         for block_image, block_audio, block_fusion in zip(self.image.blocks, self.audio.blocks,
                                                           self.fusion_blocks):
             if block_fusion is None:
                 x_image, x_audio = block_image(x_image), block_audio(x_audio)
             else:
+                if return_attention:
+                    attention.append(block_fusion.image_attention(x_fusion, x_image, x_audio))
                 new_image = block_image(torch.cat([x_fusion, x_image], 1))[:, n_fusion:]
                 new_audio = block_audio(torch.cat([x_fusion, x_audio], 1))[:, n_fusion:]
                 x_fusion = block_fusion(x_fusion, x_image, x_audio)
@@ -146,4 +152,4 @@ class EarlyFusionEncoder(AVModel):
             if return_layers:
                 layers.append(Tokens(x_image, x_audio, x_fusion))
         return EncoderOutput(self.image.norm(x_image), self.audio.norm(x_audio), self.fusion_norm(x_fusion),
-                             layers if return_layers else None)
+                             layers if return_layers else None, attention if return_attention else None)

@@ -56,6 +56,13 @@ def pairwise_attention(q: torch.Tensor, first: torch.Tensor, second: torch.Tenso
     return out if value.bias is None else out + value.bias
 
 
+def attention_weights(q: torch.Tensor, k: torch.Tensor, num_heads: int, scale: float) -> torch.Tensor:
+    """Softmax attention weights of projected queries over projected keys, averaged over heads:
+    (B, Nq, H*dk), (B, Nk, H*dk) -> (B, Nq, Nk). For read-outs (localisation), not for training."""
+    logits = _heads(q, num_heads) @ _heads(k, num_heads).transpose(-2, -1) * scale
+    return logits.softmax(-1).mean(1)
+
+
 class CrossAttention(nn.Module):
     """Queries from x, keys/values from context (parameter names q, kv, proj)."""
 
@@ -67,6 +74,12 @@ class CrossAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.attn_drop = attn_drop
         self.proj_drop = nn.Dropout(proj_drop)
+
+    def weights(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """(B, Nq, Nk) attention of x over context, averaged over heads."""
+        D = x.shape[-1]
+        key = nn.functional.linear(context, self.kv.weight[:D], self.kv.bias[:D])
+        return attention_weights(self.q(x), key, self.num_heads, (D // self.num_heads) ** -0.5)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         q = _heads(self.q(x), self.num_heads)
@@ -110,6 +123,17 @@ class FactorizedInteraction(nn.Module):
         fusion = self.proj_drop(self.proj(out))
         return torch.cat([fusion, agg_image, agg_audio], dim=1)
 
+    def image_attention(self, m: torch.Tensor, image: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        """(B, F, N_image): each fusion token's attention over the pairs, marginalised to the image-
+        aggregation tokens, composed with their attention over the image tokens."""
+        fusion, agg_image, _ = m.split(self.num_tokens, dim=1)
+        over_image = self.attn_v.weights(agg_image, image)  # (B, Kv, N_image)
+        agg_image = self.attn_v(agg_image, image)
+        D = m.shape[-1]
+        key = nn.functional.linear(agg_image, self.k.weight[:, :D])  # the image half of each pair key
+        over_agg = attention_weights(self.q(fusion), key, self.num_heads, self.scale)  # (B, F, Kv)
+        return over_agg @ over_image
+
 
 class DenseInteraction(nn.Module):
     """`dense_mmi`: every fusion token attends over all [audio_j ; image_i] token pairs.
@@ -137,6 +161,13 @@ class DenseInteraction(nn.Module):
         out = pairwise_attention(self.q(m), audio, image, key, value, self.num_heads, self.scale,
                                  self.attn_drop if self.training else 0.0)
         return self.proj_drop(self.proj(out))
+
+    def image_attention(self, m: torch.Tensor, image: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        """(B, M, N_image): the marginal over image tokens of the attention over all pairs, which is
+        exactly the image factor of the factorised softmax."""
+        D = m.shape[-1]
+        key = nn.functional.linear(image, self.kv.weight[: self.inner, D:])  # image half of the pair key
+        return attention_weights(self.q(m), key, self.num_heads, self.scale)
 
 
 class _Projection:
@@ -169,6 +200,14 @@ class TokenInteraction(nn.Module):
         out = attend(q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
         return self.proj_drop(self.proj(_merge(out)))
 
+    def image_attention(self, m: torch.Tensor, image: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        """(B, M, N_image): attention over the image tokens (renormalised over them)."""
+        inner = self.q.out_features
+        keys = nn.functional.linear(torch.cat([image, audio], 1), self.kv.weight[:inner], self.kv.bias[:inner])
+        weights = attention_weights(self.q(m), keys, self.num_heads, (inner // self.num_heads) ** -0.5)
+        weights = weights[..., : image.shape[1]]
+        return weights / weights.sum(-1, keepdim=True)
+
 
 class FusionBlock(nn.Module):
     """One fusion block (MODEL.md section 4): the shared shell around an interaction."""
@@ -193,12 +232,18 @@ class FusionBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop)
 
+    def _normalise(self, fusion, image, audio):
+        if self.fusion_type == "token":  # official quirk: the modality norms are swapped
+            return self.norm1_mm(fusion), self.norm1_aud(image), self.norm1_img(audio)
+        return self.norm1_mm(fusion), self.norm1_img(image), self.norm1_aud(audio)
+
+    def image_attention(self, fusion: torch.Tensor, image: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        """How much each fusion token attends to each image token at this block: (B, Mq, N_image),
+        rows summing to 1, averaged over heads. The training-free localisation read-out."""
+        return self.attn.image_attention(*self._normalise(fusion, image, audio))
+
     def forward(self, fusion: torch.Tensor, image: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
         """(B, M, D), (B, Ni, D), (B, Na, D) -> new fusion state (B, M, D)."""
-        m = self.norm1_mm(fusion)
-        if self.fusion_type == "token":  # official quirk: the modality norms are swapped
-            image, audio = self.norm1_aud(image), self.norm1_img(audio)
-        else:
-            image, audio = self.norm1_img(image), self.norm1_aud(audio)
+        m, image, audio = self._normalise(fusion, image, audio)
         m = m + self.drop_path(self.attn(m, image, audio))
         return m + self.drop_path(self.mlp(self.norm2(m)))
