@@ -247,6 +247,8 @@ class _Run:
         window = {"loss": 0.0, "steps": 0, "samples": 0, "logs": {}, "t0": time.perf_counter()}
         while self.step < self.total_steps:
             self.sampler.set_epoch(self.epoch, start_batch=self.batch_in_epoch)
+            if hasattr(self.dataset, "set_epoch"):  # per-epoch randomness drawn from (seed, epoch, index)
+                self.dataset.set_epoch(self.epoch)
             self.loader_gen.manual_seed(tc.seed * 1_000_003 + self.epoch * 1_009 + self.env.rank)
             batches = iter(self.loader)
             self.eval_metrics = {}

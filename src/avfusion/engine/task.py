@@ -42,7 +42,8 @@ class Task(ABC):
 
     @abstractmethod
     def train_dataset(self, cfg: Any) -> Dataset:
-        """The map-style training set (the engine shards and shuffles it)."""
+        """The map-style training set (the engine shards and shuffles it; it calls the set's
+        ``set_epoch(epoch)``, when it has one, before each epoch's iteration, also after a resume)."""
 
     @abstractmethod
     def loss(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float | torch.Tensor]]:

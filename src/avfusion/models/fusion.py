@@ -108,6 +108,9 @@ class FactorizedInteraction(nn.Module):
         self.attn_a = CrossAttention(dim, num_heads, attn_drop, proj_drop)
         self.q = nn.Linear(dim, inner)
         self.k = nn.Linear(2 * dim, inner)
+        # The key bias cancels in the softmax (kept for the official keys): its gradient is exactly zero,
+        # and it is frozen so that DDP, which needs every trainable parameter used, can train the block.
+        self.k.bias.requires_grad_(False)
         self.v = nn.Linear(2 * dim, dim)
         self.proj = nn.Linear(dim, dim)
         self.attn_drop = attn_drop

@@ -1,0 +1,120 @@
+"""The benchmark's figures, written to ``DIR/figures``: training curves, the ablation table, and (from
+:mod:`avfusion.benchmark.examples`) what the trained models do on test scenes.
+
+Rendering uses matplotlib's Agg canvas directly (never pyplot's global state), like
+:mod:`avfusion.overlays`, whose heatmap and mask overlays the example figures reuse.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+from avfusion.benchmark import results
+
+log = logging.getLogger(__name__)
+
+CURVE_TITLES = {
+    "pretrain": "pretraining: masked reconstruction loss",
+    "linear_probe": "linear probe (pretrained encoder)",
+    "linear_probe_random_init": "linear probe (random encoder)",
+    "finetune": "fine-tuning",
+    "localize": "localisation head: contrastive loss",
+    "separate": "separation (image-guided): mask loss",
+    "separate_audio_only": "separation (audio only): mask loss",
+    "segment": "segmentation: mask loss",
+}
+COLOURS = {"factorized": "tab:blue", "dense": "tab:orange", "none": "tab:green"}
+
+
+def new_figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save(fig, path: Path, title: str | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    fig.savefig(path, format="png")
+    return path
+
+
+def training_curves(path: Path, runs: Sequence) -> Path:
+    """One panel per stage: training loss against optimizer step, one line per fusion type."""
+    keys = list(dict.fromkeys(k for run in runs for k in run.stages))
+    cols = 4
+    rows = -(-len(keys) // cols)
+    fig = new_figure(4.0 * min(cols, len(keys)), 3.0 * rows)
+    for i, key in enumerate(keys):
+        ax = fig.add_subplot(rows, min(cols, len(keys)), i + 1)
+        for run in runs:
+            if key not in run.stages:
+                continue
+            records = [r for r in results.read_metrics(run.stages[key].run_dir)
+                       if isinstance(r.get("loss"), (int, float))]
+            if not records:
+                continue
+            steps = [r["step"] for r in records]
+            colour = COLOURS.get(run.fusion)
+            label = f"{run.fusion} fusion" if len(runs) > 1 else ("image + audio" if key == "pretrain" else None)
+            ax.plot(steps, [r["loss"] for r in records], color=colour, label=label)
+            if key == "pretrain":
+                ax.plot(steps, [r.get("loss_image") for r in records], color=colour, linestyle="--",
+                        label="image" if len(runs) == 1 else None)
+                ax.plot(steps, [r.get("loss_audio") for r in records], color=colour, linestyle=":",
+                        label="audio" if len(runs) == 1 else None)
+        ax.set_title(CURVE_TITLES.get(key, key), fontsize=9)
+        ax.set_xlabel("optimizer step", fontsize=8)
+        ax.set_ylabel("training loss", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    note = "mean over each 5-step window" + ("; pretrain: dashed = image, dotted = audio" if len(runs) > 1 else "")
+    return save(fig, path, f"Training curves ({note})")
+
+
+def ablation_table(path: Path, ablation: dict[str, Any]) -> Path:
+    """The ablation's headline numbers per fusion type as a table picture."""
+    columns = [("linear probe\njoint top-1", "classification.linear_probe.joint.top1"),
+               ("probe, random\nencoder", "classification.linear_probe_random_init.joint.top1"),
+               ("fine-tune\njoint top-1", "classification.finetune.joint.top1"),
+               ("localisation\nAP50 contrastive", "localization.contrastive.AP50"),
+               ("localisation\nAP50 attention", "localization.attention.AP50"),
+               ("separation\nSDR (dB)", "separation.SDR"), ("separation\nSDRi (dB)", "separation.SDRi"),
+               ("segmentation\nfg IoU", "segmentation.fg_iou")]
+    cells = []
+    for fusion, data in ablation.items():
+        row = []
+        for _, key in columns:
+            value = results.lookup(data, key)
+            row.append("n/a" if value is None else f"{value:.2f}" if "separation" in key else f"{value:.3f}")
+        cells.append(row)
+    fig = new_figure(1.45 * len(columns) + 1.2, 0.45 * len(cells) + 1.4)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.axis("off")
+    table = ax.table(cellText=cells, rowLabels=[f"{f} fusion" for f in ablation], colLabels=[c for c, _ in columns],
+                     loc="center", cellLoc="center")
+    table.auto_set_font_size(False)
+    table.set_fontsize(9)
+    table.scale(1.0, 2.2)
+    return save(fig, path, "Ablation: the same pipeline with factorized, dense and no fusion\n"
+                           "('none': independent streams, so no attention read-out)")
+
+
+def make_figures(output: Path, runs: Sequence, ablation: dict[str, Any] | None = None) -> list[str]:
+    """Every figure for ``runs`` (the first run's models for the examples; ``ablation``: report sections per
+    fusion type); paths relative to ``output``."""
+    from avfusion.benchmark import examples
+
+    figures = Path(output) / "figures"
+    written = [training_curves(figures / "training_curves.png", runs)]
+    written += examples.all_examples(figures, runs[0])
+    if ablation:
+        written.append(ablation_table(figures / "ablation.png", ablation))
+    return [str(Path(p).relative_to(output)) for p in written]

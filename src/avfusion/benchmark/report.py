@@ -1,0 +1,237 @@
+"""report.json (every number with its protocol and N, the configuration, the machine, the stage times)
+and report.md (the same for a person, with the figures)."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from avfusion.benchmark import results
+from avfusion.benchmark.progress import duration
+from avfusion.benchmark.stages import ENCODER
+
+REPORT_FORMAT = 1
+
+
+def build_report(runs: list, *, quick: bool, jobs: int, recipes: Path, machine_start: dict, machine_end: dict,
+                 total_seconds: float, cpu_seconds: float, figure_seconds: float, figure_cpu_seconds: float,
+                 figure_files: list[str]) -> dict[str, Any]:
+    """report.json's content from the runs of each fusion type (the first one is the headline)."""
+    from avfusion import __version__
+
+    primary = runs[0]
+    out: dict[str, Any] = {"format": REPORT_FORMAT, "benchmark": "avdigits", "mode": "quick" if quick else "full",
+                           "avfusion_version": __version__, "fusions": [r.fusion for r in runs],
+                           "primary_fusion": primary.fusion}
+    out.update(results.sections(primary.stages))
+    if len(runs) > 1:
+        out["ablation"] = {r.fusion: results.sections(r.stages) for r in runs}
+    out["runtime_seconds"] = total_seconds
+    out["cpu_seconds"] = cpu_seconds
+    out["targets"] = results.targets(out, total_seconds, quick)
+    stage_seconds = {f"{r.fusion}/{k}": s.seconds for r in runs for k, s in r.stages.items()}
+    stage_cpu = {f"{r.fusion}/{k}": s.cpu_seconds for r in runs for k, s in r.stages.items()}
+    if figure_files:
+        stage_seconds["figures"], stage_cpu["figures"] = figure_seconds, figure_cpu_seconds
+    out["stage_seconds"] = stage_seconds
+    out["stage_cpu_seconds"] = stage_cpu
+    out["config"] = {"recipes": str(recipes), "jobs": jobs, "encoder_overrides": list(ENCODER),
+                     "stages": {f"{r.fusion}/{k}": {"task": s.stage.task, "recipe": s.stage.recipe,
+                                                    "overrides": list(s.overrides), "steps": s.steps,
+                                                    "resolved": s.config}
+                                for r in runs for k, s in r.stages.items()}}
+    out["machine"] = {"start": machine_start, "end": machine_end}
+    root = primary.root
+    out["checkpoints"] = {f"{r.fusion}/{k}": str(s.checkpoint.relative_to(root)) for r in runs
+                          for k, s in r.stages.items()}
+    out["figures"] = figure_files
+    return out
+
+
+def write_report(directory: str | Path, report: dict[str, Any]) -> tuple[Path, Path]:
+    """Write report.json and report.md atomically; returns their paths."""
+    directory = Path(directory)
+    paths = directory / "report.json", directory / "report.md"
+    for path, text in zip(paths, (json.dumps(_clean(report), indent=2) + "\n", markdown(report))):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    return paths
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+# ----------------------------------------------------------------------------- markdown
+def _f(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_f(c) if not isinstance(c, str) else c for c in row) + " |" for row in rows]
+    return lines + [""]
+
+
+def _classification(data: dict) -> list[str]:
+    c = data.get("classification") or {}
+    if not c:
+        return []
+    rows = []
+    names = {"linear_probe": "linear probe (pretrained)", "linear_probe_random_init": "linear probe (random init)",
+             "finetune": "fine-tune (pretrained)"}
+    for key, name in names.items():
+        if key in c:
+            heads = c[key]
+            n = next((h["N"] for h in heads.values() if h), None)
+            rows.append([name, *[(heads[h] or {}).get("top1") for h in results.HEADS], "top1", str(n)])
+    return ["## Classification (spoken digit, 10 classes; chance 0.10)", "",
+            *_table(["encoder / protocol", *results.HEADS, "protocol", "N"], rows),
+            "`joint` is the mean of the image, audio and fusion heads' logits. The image alone cannot tell which "
+            "of the 1-3 visible digits is spoken.", ""]
+
+
+def _localization(data: dict) -> list[str]:
+    loc = data.get("localization") or {}
+    if not loc:
+        return []
+    rows = []
+    entries = [(k, loc.get(k)) for k in ("contrastive", "attention")]
+    entries += [(f"baseline: {k}", v) for k, v in (loc.get("baselines") or {}).items()]
+    for name, e in entries:
+        if e:
+            median = e.get("median") or {}
+            rows.append([name, e.get("AP50"), e.get("AUC"), e.get("mean_ciou"), median.get("AP50"), median.get("AUC"),
+                         e["protocol"], str(e["N"])])
+    return ["## Localisation (which digit speaks)", "",
+            *_table(["read-out", "AP50", "AUC", "mean cIoU", "AP50 (median)", "AUC (median)", "protocol", "N"], rows),
+            "Primary protocol `fixed@0.5` on the min-max normalised heatmap, binary box ground truth (AVDIGITS.md); "
+            "the `median` rule is printed beside it. `random_digit`: the box of a visible digit drawn at random.", ""]
+
+
+def _separation(data: dict) -> list[str]:
+    sep = data.get("separation") or {}
+    if not sep or "SDR" not in sep:
+        return []
+    rows = [["model (image-guided)", *[sep.get(m) for m in results.SEPARATION_METRICS], sep["protocol"],
+             str(sep["N"])]]
+    for name, b in (sep.get("baselines") or {}).items():
+        if b:
+            rows.append([f"baseline: {name}", *[b.get(m) for m in results.SEPARATION_METRICS], b["protocol"],
+                         str(b["N"])])
+    return ["## Separation (two voices; the image says which)", "",
+            *_table(["estimate", *results.SEPARATION_METRICS, "protocol", "N"], rows),
+            "dB, whole clip, averaged over the two sources of a mixture, then over mixtures. `mixture`: the "
+            "mixture as every estimate; `audio_only`: the same separator trained and evaluated with the image "
+            "replaced by zeros.", ""]
+
+
+def _segmentation(data: dict) -> list[str]:
+    seg = data.get("segmentation") or {}
+    if not seg or "fg_iou" not in seg:
+        return []
+    rows = [["model", seg.get("fg_iou"), seg.get("F"), (seg.get("official") or {}).get("miou_fg"), seg["protocol"],
+             str(seg["N"])]]
+    for name, b in (seg.get("baselines") or {}).items():
+        rows.append([f"baseline: {name}", b.get("fg_iou"), b.get("F"), (b.get("official") or {}).get("miou_fg"),
+                     b["protocol"], str(b["N"])])
+    return ["## Segmentation (pixels of the speaking digit)", "",
+            *_table(["prediction", "fg IoU", "F (beta^2 0.3)", "fg IoU (official)", "protocol", "N"], rows)]
+
+
+def _pretraining(data: dict) -> list[str]:
+    p = data.get("pretraining") or {}
+    if "loss_first" not in p:
+        return []
+    a, b = p["loss_first"], p["loss_last"]
+    lines = ["## Pretraining (AV-MAE, no labels)", "",
+             f"Loss {_f(a['loss'])} (step {a['step']}) -> {_f(b['loss'])} (step {b['step']}); image "
+             f"{_f(a.get('loss_image'))} -> {_f(b.get('loss_image'))}, audio {_f(a.get('loss_audio'))} -> "
+             f"{_f(b.get('loss_audio'))} ({p['loss_note']}).", ""]
+    knn = p.get("knn_monitor")
+    if knn:
+        shown = ", ".join(f"{k.replace('knn_', '')} {_f(v)}" for k, v in knn.items() if k not in ("protocol",))
+        lines += [f"k-NN monitor on held-out scenes ({knn['protocol']}): {shown}.", ""]
+    return lines
+
+
+def _ablation(report: dict) -> list[str]:
+    ab = report.get("ablation")
+    if not ab:
+        return []
+    rows = []
+    for fusion, d in ab.items():
+        def get(path: str) -> Any:
+            return results.lookup(d, path)
+        rows.append([fusion, get("classification.linear_probe.joint.top1"),
+                     get("classification.linear_probe_random_init.joint.top1"),
+                     get("classification.finetune.joint.top1"),
+                     get("localization.contrastive.AP50"), get("localization.attention.AP50"), get("separation.SDR"),
+                     get("separation.SDRi"), get("segmentation.fg_iou")])
+    return ["## Ablation: fusion type", "",
+            *_table(["fusion", "lin. probe", "lin. probe (random)", "fine-tune", "loc. AP50 (contrastive)",
+                     "loc. AP50 (attention)", "SDR", "SDRi", "seg. fg IoU"], rows),
+            "Same pipeline, same sizes, each fusion type pretrained and evaluated on its own; `none`: two "
+            "independent streams (no fusion blocks, so no attention read-out).", ""]
+
+
+def markdown(report: dict) -> str:
+    m = report["machine"]["start"]
+    end = report["machine"]["end"]
+    lines = [f"# AV-Digits benchmark ({report['mode']} run)", "",
+             f"avfusion {report['avfusion_version']}; fusion {', '.join(report['fusions'])} (headline numbers: "
+             f"{report['primary_fusion']}); total wall time {duration(report['runtime_seconds'])} "
+             f"({report['runtime_seconds']:.0f} s), CPU time {report['cpu_seconds']:.0f} s.", "",
+             f"Machine: {m['platform']}, {m['cpu_count']} CPUs, torch {m['torch']} ({m['torch_threads']} threads), "
+             f"CUDA {'yes' if m['cuda'] else 'no'}; load average at start {m.get('load_average', 'n/a')}, at end "
+             f"{end.get('load_average', 'n/a')}.", "",
+             "## Targets", "",
+             *_table(["target", "goal", "measured", "met"],
+                     [[t["target"], t["goal"], t["value"], t["met"]] for t in report["targets"]])]
+    lines += _pretraining(report) + _classification(report) + _localization(report) + _separation(report)
+    lines += _segmentation(report) + _ablation(report)
+    lines += ["## Wall time per stage", "",
+              *_table(["stage", "wall seconds", "CPU seconds (all threads)"],
+                      [[k, v, report["stage_cpu_seconds"].get(k)] for k, v in report["stage_seconds"].items()]),
+              "CPU time does not depend on what else the machine runs; wall time does (see the load average).", ""]
+    if report["figures"]:
+        lines += ["## Figures", ""]
+        lines += [f"![{Path(f).stem}]({f})" if f.endswith(".png") else f"- [{f}]({f})" for f in report["figures"]]
+        lines += [""]
+    lines += ["## Configuration", "",
+              f"Downstream stages {report['config']['jobs']} at a time. "
+              f"Recipes from `{report['config']['recipes']}`, with the same encoder and inputs for every stage: "
+              f"`{' '.join(report['config']['encoder_overrides'])}`. Per stage (resolved recipes in report.json):", ""]
+    for name, s in report["config"]["stages"].items():
+        own = [o for o in s["overrides"] if o not in report["config"]["encoder_overrides"]]
+        lines.append(f"- `{name}`: `{s['recipe']}` ({s['steps']} steps) `{' '.join(own)}`")
+    lines += ["", "Checkpoints (load with `avfusion.from_pretrained`, except `localize`: "
+              "`avfusion.tasks.localize.load_localizer`):", ""]
+    lines += [f"- `{k}`: `{v}`" for k, v in report["checkpoints"].items()]
+    return "\n".join(lines) + "\n"
+
+
+def summary(report: dict[str, Any], output: str | Path) -> str:
+    """A few lines for the terminal: each target, measured, met or not, and where the report is."""
+    width = max(len(t["target"]) for t in report["targets"])
+    lines = [f"AV-Digits benchmark ({report['mode']}, {', '.join(report['fusions'])}) in "
+             f"{duration(report['runtime_seconds'])}:"]
+    for t in report["targets"]:
+        met = {True: "met", False: "NOT met", None: "not measured"}[t["met"]]
+        lines.append(f"  {t['target'].ljust(width)}  {_f(t['value']):>8}  (goal {t['goal']}): {met}")
+    lines.append(f"report: {Path(output) / 'report.md'}  (numbers with protocol and N: report.json)")
+    return "\n".join(lines)

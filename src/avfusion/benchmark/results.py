@@ -1,0 +1,170 @@
+"""The numbers of a pipeline run as report.json sections, and the benchmark's targets.
+
+Every number keeps what produced it: ``{"top1": 0.83, "protocol": "top1", "N": 500, "skipped": {}}``.
+Localisation's primary protocol is ``fixed@0.5`` (AVDIGITS.md); the ``median`` numbers sit beside them
+under ``median``.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+HEADS = ("image", "audio", "fusion", "joint")
+PRIMARY_LOCALIZATION = "fixed@0.5"
+SEPARATION_METRICS = ("SDR", "SIR", "SAR", "SDR_mix", "SDRi")
+
+
+def _number(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def block(report, subject: str, protocol: str | None = None) -> dict[str, Any] | None:
+    """The rows of ``subject`` (with ``protocol``, when given) -> {metric: value, protocol, N, skipped}."""
+    rows = [r for r in report.rows if r.subject == subject and (protocol is None or r.protocol == protocol)]
+    if not rows:
+        return None
+    out: dict[str, Any] = {r.metric: _number(r.value) for r in rows}
+    out.update(protocol=rows[0].protocol, N=rows[0].n, skipped=dict(rows[0].skipped))
+    return out
+
+
+def classification(runs: dict) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in ("linear_probe", "linear_probe_random_init", "finetune"):
+        if key in runs and runs[key].report is not None:
+            out[key] = {h: block(runs[key].report, h, "top1") for h in HEADS}
+    return out
+
+
+def localization(runs: dict) -> dict[str, Any]:
+    if "localize" not in runs:
+        return {}
+    report = runs["localize"].report
+    protocols = sorted({r.protocol for r in report.rows})
+    primary = next(p for p in protocols if p.endswith(PRIMARY_LOCALIZATION))
+    others = [p for p in protocols if p != primary]
+
+    def entry(subject: str) -> dict[str, Any] | None:
+        main = block(report, subject, primary)
+        if main is None:
+            return None
+        for p in others:
+            main[p.rsplit("/", 1)[-1]] = block(report, subject, p)
+        return main
+
+    out: dict[str, Any] = {}
+    for readout in ("contrastive", "attention"):
+        out[readout] = entry(readout)
+    subjects = dict.fromkeys(r.subject for r in report.rows)
+    out["baselines"] = {s: entry(s) for s in subjects if s not in ("contrastive", "attention")}
+    return out
+
+
+def separation(runs: dict) -> dict[str, Any]:
+    if "separate" not in runs:
+        return {}
+    report = runs["separate"].report
+    out = block(report, "model") or {}
+    baselines = {name: block(report, name) for name in dict.fromkeys(r.subject for r in report.rows)
+                 if name != "model"}
+    if "separate_audio_only" in runs:
+        baselines["audio_only"] = block(runs["separate_audio_only"].report, "audio-only")
+    out["baselines"] = baselines
+    return out
+
+
+def segmentation(runs: dict) -> dict[str, Any]:
+    if "segment" not in runs:
+        return {}
+    report = runs["segment"].report
+    primary = next(r.protocol for r in report.rows if r.subject == "model" and r.metric == "fg_iou")
+
+    def entry(subject: str) -> dict[str, Any]:
+        main = block(report, subject, primary)
+        main["official"] = block(report, subject, "official")
+        return main
+
+    out = entry("model")
+    out["baselines"] = {s: entry(s) for s in dict.fromkeys(r.subject for r in report.rows) if s != "model"}
+    return out
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    """The records of a run's metrics.jsonl."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def pretraining(runs: dict) -> dict[str, Any]:
+    if "pretrain" not in runs:
+        return {}
+    records = [r for r in read_metrics(runs["pretrain"].run_dir) if isinstance(r.get("loss"), (int, float))]
+    out: dict[str, Any] = {"steps": runs["pretrain"].steps}
+    if records:
+        first, last = records[0], records[-1]
+        out["loss_first"] = {"step": first["step"], "loss": first["loss"], "loss_image": first.get("loss_image"),
+                             "loss_audio": first.get("loss_audio")}
+        out["loss_last"] = {"step": last["step"], "loss": last["loss"], "loss_image": last.get("loss_image"),
+                            "loss_audio": last.get("loss_audio")}
+        out["loss_note"] = "mean training loss over each logging window (normalised-pixel MSE, image + audio)"
+    knn = {k: v for k, v in runs["pretrain"].train_metrics.items() if k.startswith("knn")}
+    if knn:
+        out["knn_monitor"] = {**knn, "protocol": "knn-loo (top-1, leave-one-out, cosine)"}
+    return out
+
+
+def sections(runs: dict) -> dict[str, Any]:
+    """Every task's section of one fusion type's pipeline."""
+    return {"pretraining": pretraining(runs), "classification": classification(runs),
+            "localization": localization(runs), "separation": separation(runs), "segmentation": segmentation(runs)}
+
+
+# ----------------------------------------------------------------------------- targets
+def lookup(data: dict, path: str) -> Any:
+    node: Any = data
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _baselines_max(data: dict, section: str, metric: str) -> float | None:
+    values = [b.get(metric) for b in (lookup(data, f"{section}.baselines") or {}).values() if b]
+    values = [v for v in values if v is not None]
+    return max(values) if values else None
+
+
+def _target(name: str, value: float | None, goal: str, check: Callable[[float], bool]) -> dict[str, Any]:
+    return {"target": name, "goal": goal, "value": value, "met": None if value is None else bool(check(value))}
+
+
+def targets(data: dict, runtime_seconds: float, quick: bool) -> list[dict[str, Any]]:
+    """The first targets of the benchmark (issue 6) against what was measured."""
+    probe = lookup(data, "classification.linear_probe.joint.top1")
+    random_probe = lookup(data, "classification.linear_probe_random_init.joint.top1")
+    out = [_target("run time", runtime_seconds, "<= 180 s (--quick)" if quick else "<= 900 s (full run)",
+                   lambda v: v <= (180 if quick else 900))]
+    out.append(_target("linear probe, joint top-1", probe, ">= 0.80", lambda v: v >= 0.80))
+    gain = None if probe is None or random_probe is None else probe - random_probe
+    out.append(_target("linear probe gain over random init (joint)", gain, ">= 0.15", lambda v: v >= 0.15))
+    out.append(_target("fine-tune, joint top-1", lookup(data, "classification.finetune.joint.top1"), ">= 0.95",
+                       lambda v: v >= 0.95))
+    for readout in ("contrastive", "attention"):
+        ap = lookup(data, f"localization.{readout}.AP50")
+        best = _baselines_max(data, "localization", "AP50")
+        out.append(_target(f"localization AP50 ({readout})", ap, ">= 0.6", lambda v: v >= 0.6))
+        out.append(_target(f"localization AP50 ({readout}) minus best baseline",
+                           None if ap is None or best is None else ap - best, "> 0", lambda v: v > 0))
+    out.append(_target("separation SDR (dB)", lookup(data, "separation.SDR"), ">= 5", lambda v: v >= 5))
+    out.append(_target("separation SDRi (dB)", lookup(data, "separation.SDRi"), ">= 5", lambda v: v >= 5))
+    fg = lookup(data, "segmentation.fg_iou")
+    best = _baselines_max(data, "segmentation", "fg_iou")
+    out.append(_target("segmentation fg IoU", fg, ">= 0.5", lambda v: v >= 0.5))
+    out.append(_target("segmentation fg IoU minus best baseline", None if fg is None or best is None else fg - best,
+                       "> 0", lambda v: v > 0))
+    return out

@@ -1,0 +1,141 @@
+"""The stages of the AV-Digits benchmark as data: which task, which recipe, which overrides.
+
+Every stage trains through the one engine from a recipe of ``configs/avdigits`` plus dotted
+overrides. Three groups of overrides are applied, in order: :data:`ENCODER` (one encoder and input
+configuration for every stage, so that the pretrained encoder loads into every downstream model),
+the stage's own sizes (:data:`FULL` or :data:`QUICK`: scenes, epochs, batch), and the fusion type.
+``estimate_s`` is the wall time a stage took on 2 idle CPU cores; the progress display scales it by
+how the finished stages compared with their estimates.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from avfusion.errors import ConfigError
+
+FUSIONS = ("factorized", "dense", "none")
+
+#: The encoder and inputs of every stage: 96x96 images and 1 s of audio as 64 mel bins x 64 frames,
+#: 16-pixel patches (6 x 6 image grid, 4 x 4 audio grid), width 128 (the segmentation decoder's minimum),
+#: 4 blocks, 4 heads, (4, 2, 2) fusion tokens. The fusion type is added per run. Why 96 and not 64: on a
+#: 4 x 4 grid even a heatmap that marks exactly the true box's share of each patch reaches only AP50 0.57
+#: (fixed@0.5, 300 test scenes), below the random-visible-digit baseline (0.63); on the 6 x 6 grid it
+#: reaches 0.95 (docs/avdigits.md).
+ENCODER = (
+    "data.image_size=96", "data.window=1.0", "data.sample_rate=16000", "data.n_mels=64",
+    "model.preset=tiny", "model.patch_size=16", "model.embed_dim=128", "model.depth=4", "model.num_heads=4",
+    "model.fusion_layers=all", "model.num_fusion_tokens=[4,2,2]", "model.fusion_num_heads=4",
+    "model.fusion_attn_ratio=0.25", "model.fusion_mlp_ratio=1.0",
+)
+
+#: Every stage: no TensorBoard files, and a log record every 5 steps for the training curves.
+COMMON = ("train.tensorboard=false", "train.log_every=5", "train.seed=0")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One training run of the pipeline.
+
+    Attributes:
+        key: the stage's name in reports, run directories and checkpoints.
+        task: the task of ``avfusion.tasks.registry``.
+        recipe: file name in ``configs/avdigits``.
+        title: what the stage does, for the progress display.
+        pretrained: start from the pretraining stage's encoder (``model.pretrained``).
+        overrides: the stage's own overrides (after ENCODER).
+        estimate_s: seconds on 2 idle CPU cores (the progress display's prior).
+    """
+
+    key: str
+    task: str
+    recipe: str
+    title: str
+    pretrained: bool
+    overrides: tuple[str, ...]
+    estimate_s: float
+
+
+# (key, task, recipe, title, pretrained)
+_PIPELINE = (
+    ("pretrain", "pretrain", "pretrain_tiny.yaml", "masked audio-visual pretraining (no labels)", False),
+    ("linear_probe", "classify", "classify_linprobe.yaml", "classification: linear probe", True),
+    ("linear_probe_random_init", "classify", "classify_linprobe.yaml",
+     "classification: linear probe of a random encoder", False),
+    ("finetune", "classify", "classify_finetune.yaml", "classification: fine-tuning", True),
+    ("localize", "localize", "localize.yaml", "localisation: contrastive head + attention read-out", True),
+    ("separate", "separate", "separate.yaml", "separation, guided by the image", True),
+    ("separate_audio_only", "separate", "separate.yaml", "separation baseline: audio only", True),
+    ("segment", "segment", "segment.yaml", "segmentation of the speaking digit", True),
+)
+
+#: Default sizes (the full run): (overrides, estimate in seconds on 2 idle cores).
+FULL: dict[str, tuple[tuple[str, ...], float]] = {
+    "pretrain": (("data.size=3000", "data.eval_size=500", "train.epochs=3", "train.batch_size=32",
+                  "train.eval_every=1"), 150.0),
+    "linear_probe": (("data.size=1000", "data.eval_size=500", "train.epochs=6", "train.batch_size=64",
+                      "train.eval_every=6"), 40.0),
+    "linear_probe_random_init": (("data.size=1000", "data.eval_size=500", "train.epochs=6", "train.batch_size=64",
+                                  "train.eval_every=6"), 40.0),
+    "finetune": (("data.size=2000", "data.eval_size=500", "train.epochs=4", "train.batch_size=32",
+                  "train.eval_every=4"), 120.0),
+    "localize": (("data.size=1000", "data.eval_size=500", "train.epochs=3", "train.batch_size=32",
+                  "train.eval_every=3"), 90.0),
+    "separate": (("data.size=2000", "data.eval_size=200", "train.epochs=3", "train.batch_size=16",
+                  "train.eval_every=3"), 120.0),
+    "separate_audio_only": (("data.size=2000", "data.eval_size=200", "train.epochs=3", "train.batch_size=16",
+                             "train.eval_every=3", "separate.condition=zeros", "separate.baselines=[]"), 120.0),
+    "segment": (("data.size=1000", "data.eval_size=500", "train.epochs=4", "train.batch_size=32",
+                 "train.eval_every=4"), 90.0),
+}
+
+#: ``--quick``: the same pipeline, small enough for a test (about 2-3 minutes on 2 idle cores).
+QUICK: dict[str, tuple[tuple[str, ...], float]] = {
+    "pretrain": (("data.size=480", "data.eval_size=100", "train.epochs=2", "train.batch_size=32",
+                  "train.warmup_epochs=0.3", "train.eval_every=1"), 25.0),
+    "linear_probe": (("data.size=320", "data.eval_size=200", "train.epochs=4", "train.batch_size=32",
+                      "train.warmup_epochs=0.5", "train.eval_every=4"), 8.0),
+    "linear_probe_random_init": (("data.size=320", "data.eval_size=200", "train.epochs=4", "train.batch_size=32",
+                                  "train.warmup_epochs=0.5", "train.eval_every=4"), 8.0),
+    "finetune": (("data.size=320", "data.eval_size=100", "train.epochs=2", "train.batch_size=32",
+                  "train.eval_every=2"), 15.0),
+    "localize": (("data.size=160", "data.eval_size=100", "train.epochs=1", "train.batch_size=16",
+                  "train.warmup_epochs=0.2", "train.eval_every=1", "localize.negatives=3"), 10.0),
+    "separate": (("data.size=160", "data.eval_size=40", "train.epochs=1", "train.batch_size=16",
+                  "train.warmup_epochs=0.2", "train.eval_every=1"), 12.0),
+    "separate_audio_only": (("data.size=160", "data.eval_size=40", "train.epochs=1", "train.batch_size=16",
+                             "train.warmup_epochs=0.2", "train.eval_every=1", "separate.condition=zeros",
+                             "separate.baselines=[]"), 12.0),
+    "segment": (("data.size=160", "data.eval_size=100", "train.epochs=1", "train.batch_size=16",
+                 "train.warmup_epochs=0.2", "train.eval_every=1"), 12.0),
+}
+
+
+def check_fusion(fusion: str) -> str:
+    if fusion not in FUSIONS:
+        raise ConfigError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSIONS)} (or 'all')")
+    return fusion
+
+
+def plan(quick: bool, fusion: str, only: tuple[str, ...] | None = None) -> list[Stage]:
+    """The stages of one pipeline run for ``fusion``, in order (``only``: a subset, for tests)."""
+    check_fusion(fusion)
+    sizes = QUICK if quick else FULL
+    keys = [row[0] for row in _PIPELINE]
+    if only is not None:
+        unknown = sorted(set(only) - set(keys))
+        if unknown:
+            raise ConfigError(f"unknown stage(s) {unknown}; the stages are {', '.join(keys)}")
+        if "pretrain" not in only:
+            raise ConfigError("every benchmark run starts with the pretrain stage")
+    stages = []
+    for key, task, recipe, title, pretrained in _PIPELINE:
+        if only is not None and key not in only:
+            continue
+        own, estimate = sizes[key]
+        overrides = (*ENCODER, *COMMON, *own, f"model.fusion_type={fusion}")
+        stages.append(Stage(key, task, recipe, title, pretrained, overrides, estimate))
+    return stages
+
+
+def stage_keys() -> tuple[str, ...]:
+    return tuple(row[0] for row in _PIPELINE)

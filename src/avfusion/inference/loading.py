@@ -1,0 +1,112 @@
+"""Loading any checkpoint for inference, and what each kind of checkpoint can do.
+
+A checkpoint is a `save_pretrained` directory (any task, the contrastive localiser included) or an
+official DeepAVFusion `.pth` file. A pretraining model is reduced to its encoder (the MAE decoders
+play no part in inference).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from pathlib import Path
+
+from torch import nn
+
+from avfusion.errors import CheckpointError, ConfigError
+
+log = logging.getLogger(__name__)
+
+#: What each inference method needs from the checkpoint ("fusion": any encoder with fusion blocks).
+NEEDS = {
+    "classify": ("classify",),
+    "separate": ("separate",),
+    "segment": ("segment",),
+    "localize": ("localize", "fusion"),
+    "embed": ("any",),
+}
+
+TRAIN_HINT = {
+    "classify": "a classifier (`avfusion train classify RECIPE model.pretrained=CHECKPOINT --output DIR`)",
+    "separate": "a separator (`avfusion train separate RECIPE model.pretrained=CHECKPOINT --output DIR`)",
+    "segment": "a segmenter (`avfusion train segment RECIPE model.pretrained=CHECKPOINT --output DIR`)",
+    "localize": "a contrastive localiser (`avfusion train localize RECIPE model.pretrained=CHECKPOINT`) or an "
+                "encoder with fusion blocks",
+}
+
+
+def load_model(source: str | os.PathLike, **load_kwargs) -> nn.Module:
+    """The model a checkpoint holds, in eval mode; `load_kwargs` go to `avfusion.load_official`
+    (image_size, audio_size, num_heads, ... that an official file's shapes cannot reveal)."""
+    path = Path(source)
+    if path.is_dir():
+        from avfusion.checkpoints.pretrained import read_config
+
+        if load_kwargs:
+            raise ConfigError(f"{path} records its own configuration; {sorted(load_kwargs)} apply to official "
+                              ".pth files only")
+        if read_config(path).get("task") == "localize":
+            from avfusion.tasks.localize import load_localizer
+            model = load_localizer(path)
+        else:
+            from avfusion.checkpoints import from_pretrained
+            model = from_pretrained(path)
+    elif path.is_file():
+        from avfusion.checkpoints import load_official
+        model = load_official(path, **load_kwargs)
+    else:
+        raise CheckpointError(f"{source}: no such checkpoint (give a save_pretrained directory or an official "
+                              ".pth file)")
+    return for_inference(model)
+
+
+def for_inference(model: nn.Module) -> nn.Module:
+    """The model in eval mode; a pretraining model reduced to its encoder."""
+    if task_of(model) == "pretrain":
+        model = model.encoder
+    return model.eval()
+
+
+def task_of(model: nn.Module) -> str:
+    return getattr(model, "task", "encoder")
+
+
+def encoder_of(model: nn.Module) -> nn.Module:
+    return model if task_of(model) == "encoder" else model.encoder
+
+
+def check_supports(model: nn.Module, method: str, source: str) -> None:
+    """Raise CheckpointError when `model` cannot do `method`, saying what checkpoint would."""
+    task, needs = task_of(model), NEEDS[method]
+    if "any" in needs or task in needs:
+        return
+    if "fusion" in needs and encoder_of(model).fusion_layers:
+        return
+    raise CheckpointError(f"{source}: a checkpoint of kind {task!r} cannot {method}; use {TRAIN_HINT[method]}")
+
+
+def with_audio_frames(model: nn.Module, frames: int) -> nn.Module:
+    """The same model rebuilt for spectrograms of `frames` frames (the sin-cos positions recomputed)."""
+    from avfusion.checkpoints.official import load_state_strict
+    from avfusion.models import EarlyFusionEncoder, build_model
+
+    encoder = encoder_of(model)
+    config = encoder.config
+    if frames == config.audio_size[1]:
+        return model
+    if frames % config.patch_size:
+        raise ConfigError(f"the window must give a multiple of {config.patch_size} spectrogram frames "
+                          f"(64 per second): {frames} frames; use a multiple of {config.patch_size / 64:g} s")
+    config = dataclasses.replace(config, audio_size=(config.audio_size[0], frames))
+    task = task_of(model)
+    if task == "localize":
+        from avfusion.models.localization import ContrastiveLocalizer
+        rebuilt = ContrastiveLocalizer(EarlyFusionEncoder(config), **model.options)
+    else:
+        rebuilt = build_model(task, config, **dict(getattr(model, "options", {})))
+    state = model.state_dict()
+    key = "audio.pos_embed" if task == "encoder" else "encoder.audio.pos_embed"
+    state[key] = rebuilt.state_dict()[key]
+    load_state_strict(rebuilt, state, "the rebuilt model")
+    log.info("model trained on %.2f s of audio runs on %.2f s windows", encoder.config.audio_size[1] / 64, frames / 64)
+    return rebuilt.eval()

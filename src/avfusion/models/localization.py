@@ -1,0 +1,186 @@
+"""Visual sound localisation on top of the early-fusion encoder: two heatmap read-outs.
+
+* ``attention_map``: training-free, from the fusion blocks' attention over the image tokens.
+* ``ContrastiveLocalizer``: a light head trained without labels on audio-visual pairs
+  (multiple-instance contrastive learning: an audio, or fusion, embedding against the patch
+  embeddings of an image, max over patches, InfoNCE over the batch).
+
+Both give a heatmap on the image token grid (B, rows, cols); evaluation resizes it.
+See docs/localization.md.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from avfusion.errors import ConfigError
+from avfusion.models.base import AVModel
+
+QUERIES = ("audio", "fusion")
+PAIRINGS = ("joint", "cross")
+
+
+def select_blocks(num_blocks: int, blocks: str | Sequence[int]) -> list[int]:
+    """Positions (among the fusion blocks, in layer order) a read-out averages: "last", "all",
+    or explicit positions (negative counts from the end)."""
+    if num_blocks == 0:
+        raise ConfigError("the encoder has no fusion block, so it has no fusion attention to read out; "
+                          "use the contrastive read-out")
+    if blocks == "last":
+        return [num_blocks - 1]
+    if blocks == "all":
+        return list(range(num_blocks))
+    if isinstance(blocks, str):
+        raise ConfigError(f"attention blocks {blocks!r}: use 'last', 'all' or a list of fusion-block positions")
+    positions = [int(b) for b in blocks]
+    if not positions or any(not -num_blocks <= b < num_blocks for b in positions):
+        raise ConfigError(f"attention blocks {list(blocks)}: give positions in -{num_blocks}..{num_blocks - 1}")
+    return sorted({b % num_blocks for b in positions})
+
+
+def attention_map(image_attention: Sequence[torch.Tensor], grid: tuple[int, int],
+                  blocks: str | Sequence[int] = "last") -> torch.Tensor:
+    """Per fusion block (B, Mq, N_image) attention -> heatmap (B, rows, cols).
+
+    The mean over the fusion tokens (queries) and over the selected blocks of the attention mass
+    each image token receives; each map sums to 1 over the grid.
+    """
+    chosen = select_blocks(len(image_attention), blocks)
+    mass = torch.stack([image_attention[i].float().mean(1) for i in chosen]).mean(0)  # (B, N_image)
+    return mass.reshape(mass.shape[0], *grid)
+
+
+@dataclass
+class LocalizationOutput:
+    heatmap: torch.Tensor  # (B, rows, cols) cosine similarity of the query with each image patch
+    query: torch.Tensor    # (B, P) L2-normalised audio (or fusion) embedding
+    patches: torch.Tensor  # (B, N_image, P) L2-normalised patch embeddings
+    loss: torch.Tensor | None = None  # contrastive loss, when a pairing was asked for
+    image_attention: list[torch.Tensor] | None = None  # the encoder's, when asked for
+
+
+def mil_scores(query: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
+    """(B, P) queries, (B', N, P) patches -> (B, B') scores: max over patches of <query_i, patch_jn>."""
+    return torch.einsum("ip,jnp->ijn", query, patches).amax(-1)
+
+
+def info_nce(scores: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Symmetric InfoNCE of a (B, B) score matrix whose diagonal holds the true pairs."""
+    logits = scores / temperature
+    target = torch.arange(scores.shape[0], device=scores.device)
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target))
+
+
+def band_info_nce(band: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Symmetric InfoNCE from shifted pairs: band[i, k] scores (image (i + k) mod B, audio i), k = 0..K.
+
+    Audio i is contrasted with images i .. i+K (the true one at k = 0); image j with audios
+    j, j-1, .., j-K, which are the entries band[(j - k) mod B, k] of the same matrix.
+    """
+    b, kk = band.shape
+    if kk > b:
+        raise ConfigError(f"{kk - 1} negatives need a batch of at least {kk} pairs, got {b}")
+    logits = band / temperature
+    target = torch.zeros(b, dtype=torch.long, device=band.device)
+    shifts = torch.arange(kk, device=band.device)
+    rows = (torch.arange(b, device=band.device)[:, None] - shifts[None, :]) % b  # (B, K+1)
+    per_image = logits[rows, shifts[None, :].expand(b, -1)]  # (B, K+1): image j vs audio j - k
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(per_image, target))
+
+
+def projection(dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
+    """BatchNorm1d(affine=False) then Linear (``hidden_dim`` 0) or Linear-GELU-Linear.
+
+    The normalisation removes the component all tokens share (pretrained pooled audio features
+    are ~0.96 cosine-similar across clips), which otherwise leaves every score nearly equal.
+    """
+    layers: list[nn.Module] = [nn.BatchNorm1d(dim, affine=False)]
+    if hidden_dim:
+        layers += [nn.Linear(dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, out_dim)]
+    else:
+        layers.append(nn.Linear(dim, out_dim))
+    for layer in layers:
+        if isinstance(layer, nn.Linear):
+            nn.init.xavier_uniform_(layer.weight)
+            nn.init.zeros_(layer.bias)
+    return nn.Sequential(*layers)
+
+
+class ContrastiveLocalizer(AVModel):
+    """Encoder + two small projection heads trained by multiple-instance InfoNCE.
+
+    The query is the mean of the final audio tokens (``query="audio"``) or fusion tokens
+    (``"fusion"``), projected and L2-normalised; each final image token is projected (the same
+    head for every token) and L2-normalised. The heatmap is their cosine similarity per patch.
+    With ``freeze_encoder`` the encoder gets no gradients and stays in eval mode.
+    """
+
+    task = "localize"
+
+    def __init__(self, encoder: nn.Module, proj_dim: int = 128, hidden_dim: int = 512, query: str = "audio",
+                 temperature: float = 0.07, freeze_encoder: bool = True):
+        super().__init__()
+        if query not in QUERIES:
+            raise ConfigError(f"localisation query {query!r} is not one of {QUERIES}")
+        if proj_dim < 1 or hidden_dim < 0 or temperature <= 0:
+            raise ConfigError(f"need proj_dim >= 1, hidden_dim >= 0 and temperature > 0, got {proj_dim}, {hidden_dim}, "
+                              f"{temperature}")
+        self.encoder = encoder
+        self.query = query
+        self.temperature = temperature
+        self.freeze_encoder = freeze_encoder
+        self.options = dict(proj_dim=proj_dim, hidden_dim=hidden_dim, query=query, temperature=temperature,
+                            freeze_encoder=freeze_encoder)
+        d = encoder.embed_dim
+        self.image_proj = projection(d, hidden_dim, proj_dim)
+        self.query_proj = projection(d, hidden_dim, proj_dim)
+        if freeze_encoder:
+            for p in self.encoder.parameters():
+                p.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "ContrastiveLocalizer":
+        super().train(mode)
+        if self.freeze_encoder:
+            self.encoder.train(False)
+        return self
+
+    def _embed(self, image: torch.Tensor, audio: torch.Tensor, return_attention: bool = False):
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_encoder):
+            out = self.encoder(image, audio, return_attention=return_attention)
+        pooled = (out.audio if self.query == "audio" else out.fusion).mean(1)  # (B, D)
+        query = F.normalize(self.query_proj(pooled), dim=-1)                   # (B, P)
+        patches = F.normalize(self.image_proj(out.image.flatten(0, 1)), dim=-1).reshape(*out.image.shape[:2], -1)
+        return query, patches, out.image_attention
+
+    def forward(self, image: torch.Tensor, audio: torch.Tensor, pairing: str | None = None,
+                negatives: int | None = None, return_attention: bool = False) -> LocalizationOutput:
+        """image (B, 3, H, W), audio (B, 1, n_mels, T) -> heatmaps (B, rows, cols) of the given pairs.
+
+        ``pairing`` adds the multiple-instance InfoNCE loss over the batch:
+        ``joint``: scores from one encoder pass over the true pairs: audio i against the patches of
+        image j as the encoder saw it beside audio j (B x B scores).
+        ``cross``: one pass over the pairs (image i + k, audio i), k = 0..K (K = ``negatives``,
+        default B - 1, batched together): a negative image is encoded beside the very audio it is
+        scored against, so neither side can recognise its partner by what fusion leaked into it.
+        """
+        b = image.shape[0]
+        grid = self.encoder.image.grid_size
+        if pairing not in (None, "joint", "cross"):
+            raise ConfigError(f"pairing {pairing!r} is not one of {PAIRINGS}")
+        if pairing != "cross":
+            query, patches, attention = self._embed(image, audio, return_attention)
+            loss = info_nce(mil_scores(query, patches), self.temperature) if pairing else None
+        else:
+            k = b - 1 if negatives is None else max(0, min(int(negatives), b - 1))
+            images = torch.cat([torch.roll(image, -shift, 0) for shift in range(k + 1)])  # pair (i + shift, i)
+            query, patches, attention = self._embed(images, audio.repeat(k + 1, 1, 1, 1), return_attention)
+            band = torch.einsum("bp,bnp->bn", query, patches).amax(-1).reshape(k + 1, b).t()  # (B, K+1)
+            loss = band_info_nce(band, self.temperature)
+            query, patches = query[:b], patches[:b]
+            attention = [a[:b] for a in attention] if attention is not None else None
+        heatmap = torch.einsum("bp,bnp->bn", query, patches).reshape(b, *grid)
+        return LocalizationOutput(heatmap, query, patches, loss, attention)

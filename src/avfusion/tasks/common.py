@@ -1,0 +1,271 @@
+"""What every task shares: the ``data:`` and ``model:`` recipe sections, datasets by name, stream init.
+
+Samples are dicts with ``image`` (3, H, W) ImageNet-normalised, ``audio`` (1, n_mels, frames) log-mel,
+``index`` (position in the dataset) and ``label``; AV-Digits scenes and real clips
+(:class:`avfusion.data.clips.ClipDataset`) look the same to a task.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import ConcatDataset, Dataset
+
+from avfusion.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+AVDIGITS = "avdigits"
+
+
+@dataclass
+class DataConfig:
+    """The ``data:`` section: which dataset, which splits, and the input shapes.
+
+    Attributes:
+        name: "avdigits" (the embedded benchmark) or an index name of ``avfusion.data.indexes``
+            (vggsound, audioset, flickr, ..., manifest).
+        root: the dataset's root directory (index datasets only).
+        index_options: extra keyword arguments of that dataset's index loader.
+        train_split: split used for training; several splits joined by "+" are concatenated
+            (e.g. "balanced_train+unbalanced_train").
+        eval_split: held-out labelled split for evaluation and the pretraining monitor; null: none.
+        size: AV-Digits only: number of training scenes (null: the whole split, 6000).
+        eval_size: AV-Digits only: number of evaluation scenes (null: the whole split, 1000).
+        image_size: square image side in pixels (a multiple of the patch size).
+        window: audio window in seconds; the spectrogram has ``window x 64`` frames.
+        sample_rate: audio sample rate in Hz.
+        n_mels: mel bins of the spectrogram.
+        crop_min: smallest area of the training RandomResizedCrop (real clips).
+        gain_db: training random gain range +-gain_db dB (real clips).
+        frame_mode: which video frame a clip uses (see ClipDataset).
+        on_error: what a clip that fails to decode does (see ClipDataset).
+        cache: AV-Digits: keep each prepared scene in memory after its first use.
+    """
+
+    name: str = AVDIGITS
+    root: str | None = None
+    index_options: dict[str, Any] = field(default_factory=dict)
+    train_split: str = "train"
+    eval_split: str | None = "test"
+    size: int | None = None
+    eval_size: int | None = None
+    image_size: int = 224
+    window: float = 3.0
+    sample_rate: int = 16000
+    n_mels: int = 128
+    crop_min: float = 0.5
+    gain_db: float = 6.0
+    frame_mode: str = "exact"
+    on_error: str = "raise"
+    cache: bool = True
+
+    def __post_init__(self) -> None:
+        if self.image_size < 1 or self.n_mels < 1 or self.sample_rate < 1 or self.window <= 0:
+            raise ConfigError("data.image_size, data.n_mels, data.sample_rate and data.window must be positive")
+        if self.name != AVDIGITS and (self.size is not None or self.eval_size is not None):
+            raise ConfigError("data.size and data.eval_size apply to avdigits only")
+
+    @property
+    def audio_frames(self) -> int:
+        """Spectrogram frames of one window: samples // hop, hop = rate // 64 (192 for 3 s)."""
+        return int(round(self.window * self.sample_rate)) // (self.sample_rate // 64)
+
+
+@dataclass
+class ModelConfig:
+    """The ``model:`` section: an encoder preset plus overrides, and stream initialisation files.
+
+    Input sizes come from the ``data:`` section. Every override left null keeps the preset's value
+    (see ``avfusion.models.EncoderConfig`` for their meaning).
+
+    Attributes:
+        preset: stream size: tiny, small, base, large or huge.
+        image_init: MAE weights ({"model": ...}) for the image stream; null: random init.
+        audio_init: AudioMAE weights for the audio stream; null: random init.
+    """
+
+    preset: str = "base"
+    patch_size: int | None = None
+    embed_dim: int | None = None
+    depth: int | None = None
+    num_heads: int | None = None
+    mlp_ratio: float | None = None
+    fusion_type: str | None = None
+    fusion_layers: str | None = None
+    num_fusion_tokens: tuple[int, int, int] | None = None
+    fusion_num_heads: int | None = None
+    fusion_attn_ratio: float | None = None
+    fusion_mlp_ratio: float | None = None
+    drop: float | None = None
+    attn_drop: float | None = None
+    drop_path: float | None = None
+    image_init: str | None = None
+    audio_init: str | None = None
+
+
+ENCODER_KEYS = ("patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio", "fusion_type", "fusion_layers",
+                "num_fusion_tokens", "fusion_num_heads", "fusion_attn_ratio", "fusion_mlp_ratio", "drop",
+                "attn_drop", "drop_path")
+
+
+def encoder_config_for(model: ModelConfig, data: DataConfig):
+    """The EncoderConfig of a recipe: preset, then overrides, then input sizes from the data section."""
+    from avfusion.models import encoder_config
+
+    overrides = {k: getattr(model, k) for k in ENCODER_KEYS if getattr(model, k) is not None}
+    overrides["image_size"] = (data.image_size, data.image_size)
+    overrides["audio_size"] = (data.n_mels, data.audio_frames)
+    try:
+        return encoder_config(model.preset, **overrides)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"model: {exc}") from exc
+
+
+def init_streams(encoder: torch.nn.Module, model: ModelConfig) -> tuple[str, ...]:
+    """Load MAE / AudioMAE weights into the streams named in the recipe; returns the streams loaded."""
+    from avfusion.checkpoints import load_stream_init
+
+    loaded = []
+    for stream, path in (("image", model.image_init), ("audio", model.audio_init)):
+        if path:
+            load_stream_init(getattr(encoder, stream), path)
+            loaded.append(stream)
+            log.debug("initialised the %s stream from %s", stream, path)
+    return tuple(loaded)
+
+
+# ----------------------------------------------------------------------------- datasets
+class AVDigitsSamples(Dataset):
+    """AV-Digits scenes as task samples (no augmentation: the scenes are random already)."""
+
+    def __init__(self, split: str, data: DataConfig, seed: int = 0, size: int | None = None):
+        from avfusion.data.avdigits import SAMPLE_RATE, AVDigits
+
+        if data.sample_rate != SAMPLE_RATE:
+            raise ConfigError(f"AV-Digits audio is at {SAMPLE_RATE} Hz; set data.sample_rate={SAMPLE_RATE}")
+        self.scenes = AVDigits(split, size=size, seed=seed, image_size=data.image_size, cache=False)
+        self.data = data
+        self._cache: dict[int, dict[str, Any]] | None = {} if data.cache else None
+
+    def __len__(self) -> int:
+        return len(self.scenes)
+
+    def _prepare(self, i: int) -> dict[str, Any]:
+        from avfusion.audio import log_mel_spectrogram
+
+        scene = self.scenes[i]
+        image = torch.from_numpy(scene["image"]).permute(2, 0, 1).contiguous()  # (3, S, S) uint8
+        audio = log_mel_spectrogram(torch.from_numpy(scene["audio"]), self.data.sample_rate,
+                                    self.data.n_mels, self.data.window)[None]  # (1, n_mels, frames)
+        return {"image": image, "audio": audio, "label": int(scene["label"])}
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        from avfusion.transforms import normalize
+
+        i = int(index)
+        if self._cache is not None and i in self._cache:
+            item = self._cache[i]
+        else:
+            item = self._prepare(i)
+            if self._cache is not None:
+                self._cache[i] = item
+        image = normalize(item["image"].float().div_(255.0))
+        return {"image": image, "audio": item["audio"].clone(), "label": item["label"], "index": i}
+
+
+class EpochSamples(Dataset):
+    """Sets ``index`` (the position in this set) and ``epoch`` in every sample; ``set_epoch`` is
+    forwarded to the wrapped set (e.g. a ClipDataset's augmentation)."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        item = self.dataset[index]
+        if not isinstance(item, dict):  # a FailedItem (data.on_error: skip) goes on to `collate`
+            return item
+        item = dict(item)
+        item["index"], item["epoch"] = int(index), self.epoch
+        return item
+
+
+class SkippingCollate:
+    """Batches samples (``avfusion.data.loading.collate_samples``), dropping and counting the items
+    that failed to decode (``data.on_error: skip``); a batch with no good sample is an error."""
+
+    def __init__(self) -> None:
+        self.skipped = 0
+
+    def __call__(self, samples: list) -> dict[str, Any]:
+        from avfusion.data.loading import collate_samples
+        from avfusion.errors import DataError
+
+        good = [s for s in samples if isinstance(s, dict)]
+        for failed in (s for s in samples if not isinstance(s, dict)):
+            self.skipped += 1
+            if self.skipped <= 10 or self.skipped % 100 == 0:
+                log.warning("skipped item %s (%s: %s); %d skipped so far in this process",
+                            getattr(failed, "id", "?"), getattr(failed, "path", "?"),
+                            getattr(failed, "reason", failed), self.skipped)
+        if not good:
+            raise DataError(f"every item of a batch failed to decode ({len(samples)} items); check the "
+                            "dataset with `index.report(check_readable=True)`")
+        return collate_samples(good)
+
+
+class ConcatSamples(ConcatDataset):
+    """Several splits one after the other; ``set_epoch`` reaches every part."""
+
+    def set_epoch(self, epoch: int) -> None:
+        for part in self.datasets:
+            if hasattr(part, "set_epoch"):
+                part.set_epoch(epoch)
+
+
+def build_dataset(data: DataConfig, split: str, *, train: bool, seed: int = 0) -> Dataset:
+    """The samples of ``split`` (or of "a+b" splits, concatenated) of the dataset ``data`` names."""
+    if "+" in split:
+        return ConcatSamples([build_dataset(data, part, train=train, seed=seed) for part in split.split("+")])
+    if data.name == AVDIGITS:
+        size = data.size if split == data.train_split else data.eval_size
+        return AVDigitsSamples(split, data, seed=seed, size=size)
+    from avfusion.data.indexes import available, open_index
+
+    if data.name not in available():
+        raise ConfigError(f"data.name {data.name!r} is not a dataset; use {AVDIGITS} or one of {available()}")
+    if not data.root:
+        raise ConfigError(f"data.root is required for {data.name}: pass data.root=/path/to/{data.name}")
+    from avfusion.data.clips import ClipDataset
+
+    index = open_index(data.name, data.root, **data.index_options)
+    return ClipDataset(index, split, train=train, window=data.window, image_size=(data.image_size, data.image_size),
+                       sample_rate=data.sample_rate, n_mels=data.n_mels, seed=seed, frame_mode=data.frame_mode,
+                       crop_min=data.crop_min, gain_db=data.gain_db, on_error=data.on_error)
+
+
+def sample_noise(seed: int, epoch: torch.Tensor | int, index: torch.Tensor, length: int, stream: int) -> torch.Tensor:
+    """Uniform noise (B, length) for each sample, a pure function of (seed, epoch, index, stream).
+
+    Per-sample randomness drawn this way does not depend on batch composition, process count or
+    resumption; ``stream`` separates independent uses (e.g. 0: image masking, 1: audio masking).
+    """
+    index = torch.as_tensor(index).reshape(-1).tolist()
+    epochs = torch.as_tensor(epoch).reshape(-1).tolist()
+    if len(epochs) == 1:
+        epochs = epochs * len(index)
+    rows = [np.random.default_rng([int(seed), int(e), int(i), int(stream)]).random(length, dtype=np.float32)
+            for e, i in zip(epochs, index, strict=True)]
+    return torch.from_numpy(np.stack(rows)) if rows else torch.empty(0, length)

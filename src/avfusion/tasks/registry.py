@@ -1,0 +1,58 @@
+"""Task names -> task classes and recipe schemas, imported only when asked for.
+
+Convention: the module ``avfusion.tasks.<name>`` defines ``TASK_CLASS`` (an ``avfusion.engine.Task``
+subclass, built without arguments) and ``RECIPE_CLASS`` (the recipe dataclass: ``train``, ``data``,
+``model`` and task sections). The engine never sees this table; the commands use it.
+"""
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from avfusion.errors import ConfigError
+
+TASKS: dict[str, str] = {
+    "pretrain": "avfusion.tasks.pretrain",
+    "classify": "avfusion.tasks.classify",
+    "localize": "avfusion.tasks.localize",
+    "separate": "avfusion.tasks.separate",
+    "segment": "avfusion.tasks.segment",
+}
+
+#: Modules written before the TASK_CLASS / RECIPE_CLASS convention: their class names.
+_LEGACY_NAMES = {"pretrain": ("PretrainTask", "PretrainRecipe")}
+
+
+def task_names() -> tuple[str, ...]:
+    return tuple(TASKS)
+
+
+def _module(name: str) -> ModuleType:
+    if name not in TASKS:
+        raise ConfigError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}")
+    try:
+        return importlib.import_module(TASKS[name])
+    except ModuleNotFoundError as exc:
+        if exc.name == TASKS[name]:
+            raise ConfigError(f"task {name!r} is not available in this installation ({TASKS[name]} is missing)") from None
+        raise
+
+
+def _attribute(name: str, attr: str, legacy_index: int):
+    module = _module(name)
+    value = getattr(module, attr, None)
+    if value is None and name in _LEGACY_NAMES:
+        value = getattr(module, _LEGACY_NAMES[name][legacy_index], None)
+    if value is None:
+        raise ConfigError(f"{module.__name__} does not define {attr}; every task module must (see {__name__})")
+    return value
+
+
+def get_task(name: str) -> type:
+    """The Task subclass of task ``name``."""
+    return _attribute(name, "TASK_CLASS", 0)
+
+
+def get_recipe(name: str) -> type:
+    """The recipe dataclass of task ``name``."""
+    return _attribute(name, "RECIPE_CLASS", 1)

@@ -1,0 +1,267 @@
+"""Audio-visual segmentation: AVSBench S4 / MS3 (binary), AVSS (semantic), and AV-Digits.
+
+Training uses the annotated frames (the official recipe: AdamW, layer decay 0.75, base lr 3e-4).
+Evaluation scores every annotated frame (PROTOCOLS.md): binary tasks under ``avsbench`` (per clip)
+and ``official``; AVSS under ``semantic`` (unseen classes skipped, and counted as 0 as AVSBench's
+script does) and, on the foreground probability 1 - p(background), ``avsbench`` and ``official``.
+AV-Digits (AVDIGITS.md): pixels of the speaking digit, foreground IoU and F (beta^2 0.3) of the
+mask prob > 0.5 per image, averaged, beside the ``all_foreground`` and ``all_digits`` baselines.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset, default_collate
+
+from avfusion.engine import ParamHints, Task, TrainConfig, unwrap
+from avfusion.errors import ConfigError, DataError
+from avfusion.tasks.common import AVDIGITS, DataConfig, ModelConfig, encoder_config_for, init_streams
+from avfusion.tasks.evaluation import EvaluationReport
+from avfusion.tasks.weights import layer_id_fn, load_encoder_init, load_task_model
+
+log = logging.getLogger(__name__)
+
+#: The binary protocol of AV-Digits: prediction = probability > 0.5, per-image scores averaged.
+AVDIGITS_PROTOCOL = "avdigits/binary@0.5"
+
+
+@dataclass
+class SegmentModelConfig(ModelConfig):
+    """``model:`` of a segmentation recipe.
+
+    Attributes:
+        pretrained: encoder weights: a ``save_pretrained`` directory (any task) or an official file.
+        num_classes: 1 for binary masks; null: 1, or the index's class count for avsbench_avss (71).
+    """
+
+    pretrained: str | None = None
+    num_classes: int | None = None
+
+
+@dataclass
+class SegmentConfig:
+    """``segment:``: evaluation options.
+
+    Attributes:
+        background: class index of the background (semantic protocol's ``*_fg`` numbers, foreground
+            probability of the binary protocols on AVSS).
+        semantic_unseen: how the semantic protocol treats classes never present: both are reported
+            unless one is named here.
+    """
+
+    background: int = 0
+    semantic_unseen: Literal["both", "skip", "zero"] = "both"
+
+
+@dataclass
+class SegmentRecipe:
+    """A whole segmentation recipe."""
+
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: SegmentModelConfig = field(default_factory=SegmentModelConfig)
+    segment: SegmentConfig = field(default_factory=SegmentConfig)
+
+
+def video_scores(logits: torch.Tensor, target: torch.Tensor, background: int) -> dict[str, Any]:
+    """One clip: logits (T, C, H, W), target (T, H, W) -> per-protocol results of its frames."""
+    from avfusion.metrics.segmentation import avsbench_video, official_frame, semantic_frame
+
+    logits = logits.float()
+    if logits.shape[1] == 1:
+        prob, gt = torch.sigmoid(logits[:, 0]), target > 0.5
+    else:
+        prob = 1.0 - torch.softmax(logits, 1)[:, background]
+        gt = target != background
+    prob, gt = prob.cpu().numpy(), gt.cpu().numpy()
+    out: dict[str, Any] = {"avsbench": avsbench_video(prob, gt),
+                           "official": [official_frame(p, g) for p, g in zip(prob, gt)]}
+    if logits.shape[1] > 1:
+        scores, labels = logits.cpu().numpy(), target.long().cpu().numpy()
+        out["semantic"] = [semantic_frame(s, y) for s, y in zip(scores, labels)]
+    return out
+
+
+def binary_scores(prob: np.ndarray, gt: np.ndarray) -> dict[str, float]:
+    """AV-Digits: foreground IoU and F (beta^2 0.3) of prob > 0.5 against a binary mask."""
+    from avfusion.metrics.segmentation import f_measure, foreground_iou
+
+    pred = prob > 0.5
+    return {"fg_iou": foreground_iou(pred, gt), "F": f_measure(pred, gt)}
+
+
+class SegmentTask(Task):
+    """Segmenter training on annotated frames, evaluation under the named protocols."""
+
+    def __init__(self) -> None:
+        self.cfg: SegmentRecipe | None = None
+        self._index = None
+        self._train_set: Dataset | None = None
+        self._eval_set: Dataset | None = None
+        self.last_report: EvaluationReport | None = None
+
+    # ------------------------------------------------------------------ data
+    def _open_index(self, cfg: SegmentRecipe):
+        if self._index is None:
+            from avfusion.data.indexes import open_index
+
+            if not cfg.data.name.startswith("avsbench_"):
+                raise ConfigError("segmentation data.name must be avdigits, avsbench_s4, avsbench_ms3 or "
+                                  f"avsbench_avss, got {cfg.data.name!r}")
+            if not cfg.data.root:
+                raise ConfigError(f"data.root is required for {cfg.data.name}: pass data.root=/path/to/avsbench")
+            self._index = open_index(cfg.data.name, cfg.data.root, **cfg.data.index_options)
+        return self._index
+
+    def num_classes(self, cfg: SegmentRecipe) -> int:
+        if cfg.model.num_classes is not None:
+            return cfg.model.num_classes
+        if cfg.data.name == "avsbench_avss":
+            return len(self._open_index(cfg).classes)
+        return 1
+
+    def _dataset(self, cfg: SegmentRecipe, split: str, train: bool) -> Dataset:
+        if cfg.data.name == AVDIGITS:
+            from avfusion.tasks.annotated import AnnotatedAVDigits
+
+            size = cfg.data.size if split == cfg.data.train_split else cfg.data.eval_size
+            return AnnotatedAVDigits(split, cfg.data, seed=cfg.train.seed, size=size)
+        from avfusion.tasks.segment_data import AVSBenchFrames
+
+        data = AVSBenchFrames(self._open_index(cfg), split, cfg.data, train=train, num_classes=self.num_classes(cfg),
+                              seed=cfg.train.seed)
+        if data.dropped:
+            log.info("%s/%s: %d clip(s) without annotated frames left out", cfg.data.name, split, data.dropped)
+        return data
+
+    def train_dataset(self, cfg: SegmentRecipe) -> Dataset:
+        self.cfg = cfg
+        if self._train_set is None:
+            self._train_set = self._dataset(cfg, cfg.data.train_split, train=True)
+        return self._train_set
+
+    def eval_dataset(self, cfg: SegmentRecipe) -> Dataset | None:
+        self.cfg = cfg
+        if cfg.data.eval_split is None:
+            return None
+        if self._eval_set is None:
+            self._eval_set = self._dataset(cfg, cfg.data.eval_split, train=False)
+        return self._eval_set
+
+    def collate(self, samples: list) -> Any:
+        """Evaluation clips of different lengths stay a list; everything else is stacked."""
+        if "frames" in samples[0]:
+            return list(samples)
+        return default_collate(samples)
+
+    # ------------------------------------------------------------------ model
+    def build_model(self, cfg: SegmentRecipe) -> nn.Module:
+        from avfusion.models import build_model
+
+        self.cfg = cfg
+        m = cfg.model
+        model = build_model("segment", encoder_config_for(m, cfg.data), num_classes=self.num_classes(cfg))
+        if m.pretrained:
+            load_encoder_init(model.encoder, m.pretrained)
+        else:
+            init_streams(model.encoder, m)
+        return model
+
+    def model_for_evaluation(self, cfg: SegmentRecipe, checkpoint: str) -> nn.Module:
+        self.cfg = cfg
+        return load_task_model("segment", checkpoint, encoder_config_for(cfg.model, cfg.data))
+
+    def param_hints(self, model: nn.Module) -> ParamHints:
+        depth = unwrap(model).encoder.depth
+        return ParamHints(layer_id=layer_id_fn(depth), num_layers=depth + 1)
+
+    # ------------------------------------------------------------------ training
+    def batch_size(self, batch: Any) -> int:
+        return len(batch) if isinstance(batch, list) else int(batch["image"].shape[0])
+
+    def loss(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        target = batch["target"] if "target" in batch else batch["mask"].float()
+        out = model(batch["image"], batch["audio"], target)
+        return out.loss, {}
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self, model: nn.Module, loader: Any) -> dict[str, float]:
+        self.last_report = self.evaluation(model, loader)
+        return self.last_report.metrics()
+
+    @torch.no_grad()
+    def evaluation(self, model: nn.Module, loader: Any) -> EvaluationReport:
+        """Every annotated frame of this rank's share, gathered over ranks (each item once), summarised."""
+        from avfusion.metrics import Accumulator
+
+        model = unwrap(model)
+        device = next(model.parameters()).device
+        acc = Accumulator("segment")
+        for batch in loader:
+            if isinstance(batch, list):  # AVSBench clips
+                for clip in batch:
+                    logits = model(clip["image"].to(device), clip["audio"].to(device)).logits
+                    acc.add(int(clip["index"]), video_scores(logits, clip["target"], self.cfg.segment.background))
+                continue
+            logits = model(batch["image"].to(device), batch["audio"].to(device)).logits
+            prob = torch.sigmoid(logits[:, 0].float()).cpu().numpy()
+            for j, index in enumerate(batch["index"].tolist()):
+                acc.add(int(index), self._avdigits_item(prob[j], batch, j))
+        items = acc.gather()
+        if not items:
+            raise DataError("segmentation evaluation saw no items; check data.eval_split")
+        return self._avdigits_report(items) if self.cfg.data.name == AVDIGITS else self._avsbench_report(items)
+
+    @staticmethod
+    def _avdigits_item(prob: np.ndarray, batch: dict, j: int) -> dict[str, Any]:
+        """Model and baselines on one scene: binary scores and the official per-frame result."""
+        from avfusion.metrics.segmentation import official_frame
+
+        gt = batch["mask"][j].numpy()
+        candidates = {"model": prob, "all_foreground": np.ones_like(prob),
+                      "all_digits": batch["all_digits"][j].numpy().astype(np.float64)}
+        return {name: {**binary_scores(p, gt), "official": official_frame(p, gt)} for name, p in candidates.items()}
+
+    def _avdigits_report(self, items: dict) -> EvaluationReport:
+        from avfusion.metrics.segmentation import summarize_official
+
+        kind = getattr(self._eval_set, "all_digits_kind", "masks")
+        report = EvaluationReport("segment", dataset=AVDIGITS, split=self.cfg.data.eval_split,
+                                  baselines="all_foreground,all_digits", all_digits_from=kind)
+        values = list(items.values())
+        for subject in values[0]:
+            for metric in ("fg_iou", "F"):
+                report.add(subject, metric, AVDIGITS_PROTOCOL, float(np.mean([v[subject][metric] for v in values])),
+                           len(values))
+            official = summarize_official([v[subject]["official"] for v in values])
+            report.add_summary(official, ("miou_fg", "F"), subject=subject)
+        return report
+
+    def _avsbench_report(self, items: dict) -> EvaluationReport:
+        from avfusion.metrics.segmentation import summarize_avsbench, summarize_official, summarize_semantic
+
+        c = self.cfg.segment
+        values = list(items.values())
+        semantic = "semantic" in values[0]
+        report = EvaluationReport("segment", dataset=self.cfg.data.name, split=self.cfg.data.eval_split,
+                                  frames=sum(len(v["official"]) for v in values))
+        subject = "foreground" if semantic else "model"
+        avsbench = summarize_avsbench([v["avsbench"] for v in values])
+        report.add_summary(avsbench, ("miou", "F"), subject=subject)
+        official = summarize_official([f for v in values for f in v["official"]])
+        report.add_summary(official, ("miou_fg", "miou", "F"), subject=subject)
+        if semantic:
+            frames = [f for v in values for f in v["semantic"]]
+            for unseen in ("skip", "zero") if c.semantic_unseen == "both" else (c.semantic_unseen,):
+                summary = summarize_semantic(frames, unseen=unseen, background=c.background)
+                report.add_summary(summary, ("miou", "F", "miou_fg", "F_fg"))
+        return report
+
+
+TASK_CLASS = SegmentTask
+RECIPE_CLASS = SegmentRecipe

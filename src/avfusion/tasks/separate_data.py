@@ -1,0 +1,118 @@
+"""Mixture samples for separation, in the format of ``avfusion.data.clips.MixtureDataset``.
+
+A sample is a dict: ``image`` (K, 3, S, S) ImageNet-normalised frames of the K sources, ``audio``
+(1, n_mels, frames) log-mel of the mixture, ``source_audio`` (K, 1, n_mels, frames) log-mel of each
+source, ``source_waveform`` (K, L) and ``mixture_waveform`` (L,) (AV-Digits: evaluation only), and
+``index``. The mixture is the sum of the source waveforms. AV-Digits uses its fixed two-voice
+mixtures; clip datasets use ``MixtureDataset`` (random partners for training, a fixed list for
+evaluation).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from avfusion.errors import ConfigError, DataError
+from avfusion.tasks.common import AVDIGITS, DataConfig
+
+log = logging.getLogger(__name__)
+
+
+class AVDigitsMixtureSamples(Dataset):
+    """The fixed AV-Digits mixtures of ``split`` (two scenes with different sounding digits)."""
+
+    def __init__(self, split: str, data: DataConfig, seed: int = 0, size: int | None = None,
+                 waveforms: bool = False):
+        from avfusion.data.avdigits import SAMPLE_RATE, AVDigitsMixtures
+
+        if data.sample_rate != SAMPLE_RATE:
+            raise ConfigError(f"AV-Digits audio is at {SAMPLE_RATE} Hz; set data.sample_rate={SAMPLE_RATE}")
+        self.mixtures = AVDigitsMixtures(split, size=size, seed=seed, image_size=data.image_size, cache=False)
+        self.data, self.waveforms = data, waveforms
+        self._cache: dict[int, dict[str, Any]] | None = {} if data.cache else None
+
+    def __len__(self) -> int:
+        return len(self.mixtures)
+
+    def _prepare(self, i: int) -> dict[str, Any]:
+        from avfusion.audio import log_mel_spectrogram
+
+        item = self.mixtures[i]
+        sources = torch.from_numpy(item["target"]).float()  # (2, L)
+        mixture = sources.sum(0)
+        mels = log_mel_spectrogram(torch.cat([mixture[None], sources]), self.data.sample_rate, self.data.n_mels,
+                                   self.data.window)  # (3, n_mels, T)
+        out = {"image": torch.from_numpy(item["image"]).permute(0, 3, 1, 2).contiguous(),  # (2, 3, S, S) uint8
+               "audio": mels[:1], "source_audio": mels[1:, None]}
+        if self.waveforms:
+            out["source_waveform"], out["mixture_waveform"] = sources, mixture
+        return out
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        from avfusion.transforms import normalize
+
+        i = int(index)
+        if self._cache is not None and i in self._cache:
+            item = self._cache[i]
+        else:
+            item = self._prepare(i)
+            if self._cache is not None:
+                self._cache[i] = item
+        out = {k: v.clone() for k, v in item.items()}
+        out["image"] = normalize(item["image"].float().div_(255.0))
+        out["index"] = i
+        return out
+
+
+def read_id_list(path: str | Path) -> list[str]:
+    """Item ids, the first comma-separated field of each non-empty line (e.g. the official
+    ``vggmusic_train.txt``: ``<YTID>_<start:06d>,<instrument>``)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"id list not found: {path}")
+    return [line.split(",")[0].strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def restrict_split(index, split: str, ids: list[str]):
+    """``index`` whose ``split`` holds exactly the listed ids, taken from any of its splits (the official
+    VGGSound-Music training list ignores VGGSound's train/test partition); missing ids are counted."""
+    wanted = dict.fromkeys(ids)
+    found = {it.id: it for items in index.splits.values() for it in items if it.id in wanted}
+    kept = tuple(found[i] for i in wanted if i in found)
+    if not kept:
+        raise DataError(f"none of the {len(wanted)} listed ids is in {index.name}")
+    if len(kept) < len(wanted):
+        log.warning("%s: %d of %d listed ids are not in the index and are left out", index.name,
+                    len(wanted) - len(kept), len(wanted))
+    return replace(index, splits={**index.splits, split: kept})
+
+
+def build_mixtures(data: DataConfig, split: str, *, train: bool, seed: int, sep) -> Dataset:
+    """Training mixtures, or the fixed evaluation mixtures with waveforms, of ``split``.
+
+    ``sep`` is the ``separate:`` section (num_sources, train_list, eval_index, eval_mixtures).
+    """
+    if data.name == AVDIGITS:
+        if sep.num_sources != 2:
+            raise ConfigError("AV-Digits mixtures have 2 sources; set separate.num_sources=2")
+        size = data.size if split == data.train_split else data.eval_size
+        return AVDigitsMixtureSamples(split, data, seed=seed, size=size, waveforms=not train)
+    if not data.root:
+        raise ConfigError(f"data.root is required for {data.name}: pass data.root=/path/to/{data.name}")
+    from avfusion.data.clips import MixtureDataset
+    from avfusion.data.indexes import open_index
+
+    name = data.name if train or not sep.eval_index else sep.eval_index
+    index = open_index(name, data.root, **(data.index_options if name == data.name else {}))
+    if train and sep.train_list:
+        index = restrict_split(index, split, read_id_list(sep.train_list))
+    return MixtureDataset(index, split, train=train, num_sources=sep.num_sources, seed=seed, window=data.window,
+                          image_size=(data.image_size, data.image_size), sample_rate=data.sample_rate,
+                          n_mels=data.n_mels, frame_mode=data.frame_mode, crop_min=data.crop_min,
+                          gain_db=data.gain_db, num_mixtures=None if train else sep.eval_mixtures,
+                          on_error=data.on_error if train else "raise")
