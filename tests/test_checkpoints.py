@@ -31,6 +31,7 @@ def test_official_round_trip_is_exact(official_tiny, tmp_path):
 @pytest.mark.parametrize("task,options", [("pretrain", dict(decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2)),
                                           ("classify", dict(num_classes=5)),
                                           ("classify", dict(num_classes=3, linear_probe=True)),
+                                          ("localize", dict(proj_dim=8, hidden_dim=16)),
                                           ("encoder", {})])
 def test_save_and_from_pretrained(tmp_path, task, options):
     torch.manual_seed(0)
@@ -47,6 +48,8 @@ def test_save_and_from_pretrained(tmp_path, task, options):
         assert torch.equal(model(image, audio, *noise).loss, loaded(image, audio, *noise).loss)
     elif task == "classify":
         assert torch.equal(model(image, audio).logits, loaded(image, audio).logits)
+    elif task == "localize":
+        assert torch.equal(model(image, audio).heatmap, loaded(image, audio).heatmap)
     else:
         assert torch.equal(model(image, audio).fusion, loaded(image, audio).fusion)
 

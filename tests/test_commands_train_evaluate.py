@@ -52,6 +52,14 @@ def test_report_table_json_round_trip_and_nan(tmp_path):
     assert back.metrics()["model/SDR"] == 5.25
 
 
+def test_report_metrics_keep_every_protocol():
+    report = EvaluationReport("localize")
+    report.add("model", "AP50", "ciou/box/fixed@0.5", 0.7, 100)
+    report.add("model", "AP50", "ciou/box/median", 0.1, 100)
+    report.add("center", "AP50", "ciou/box/fixed@0.5", 0.0, 100)
+    assert report.metrics() == {"model/AP50": 0.7, "model/AP50[ciou/box/median]": 0.1, "center/AP50": 0.0}
+
+
 # ----------------------------------------------------------------------------- CLI
 def test_commands_are_registered():
     parser = build_parser()

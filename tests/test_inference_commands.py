@@ -132,7 +132,7 @@ def test_failures_name_the_file_and_leave_nothing(clips, models, tmp_path, caplo
 
 def test_a_failed_render_leaves_no_partial_output(clips, models, tmp_path, monkeypatch, caplog):
     from avfusion.inference import render
-    from avfusion.inference.outputs import OutputError
+    from avfusion.errors import OutputError
 
     out = tmp_path / "loc"
     assert run("localize", clips["phone"], "-c", models["encoder"], "-o", out, "--no-video") == 0

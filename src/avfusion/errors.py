@@ -27,6 +27,10 @@ class ConfigError(AvfusionError):
     """A configuration value or key is invalid."""
 
 
+class OutputError(AvfusionError):
+    """An output (picture, sound, video, report) could not be written; names the file."""
+
+
 class NonFiniteLossError(AvfusionError):
     """Training produced a NaN or infinite loss."""
 

@@ -15,16 +15,12 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from avfusion.errors import AvfusionError, ConfigError
+from avfusion.errors import ConfigError, OutputError
 
 __all__ = ["MARKER", "OutputError", "output_dir", "output_file", "write_json", "check_not_input", "check_dir_target",
            "check_file_target"]
 
 MARKER = "result.json"       # every directory output holds it; its presence allows replacing the directory
-
-
-class OutputError(AvfusionError):
-    """An output (picture, sound, video) could not be written; names the file."""
 
 
 def check_not_input(target: str | os.PathLike, inputs: Sequence[str | os.PathLike]) -> None:

@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from avfusion.inference.outputs import OutputError
+from avfusion.errors import OutputError
 
 log = logging.getLogger(__name__)
 

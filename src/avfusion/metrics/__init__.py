@@ -5,7 +5,7 @@ Every summary is a dict carrying ``protocol``, ``N`` (items scored) and ``skippe
 """
 from __future__ import annotations
 
-from . import classification, localization, segmentation, separation
+from . import classification, knn, localization, segmentation, separation
 from ._common import Skipped
 from .accumulate import Accumulator, merge_unique
 from .classification import (ClassMean, average_precision, d_prime, mean_average_precision,
@@ -22,7 +22,7 @@ from .separation import summarize as summarize_separation
 __all__ = [
     "Accumulator", "ClassMean", "Skipped", "average_precision", "avsbench_video", "bss_eval",
     "center_heatmap", "ciou", "classification", "d_prime", "evaluate_mixture", "f_measure",
-    "foreground_iou", "full_heatmap", "gt_from_boxes_consensus", "gt_from_boxes_union",
+    "foreground_iou", "full_heatmap", "gt_from_boxes_consensus", "gt_from_boxes_union", "knn",
     "localization", "mean_average_precision", "merge_unique", "official_frame", "roc_auc",
     "sdr_mix", "segmentation", "semantic_frame", "separation", "summarize_avsbench",
     "summarize_localization", "summarize_multi_label", "summarize_official",

@@ -12,7 +12,7 @@ from avfusion.models.encoder import EarlyFusionEncoder, EncoderConfig, EncoderOu
 from avfusion.models.presets import PRESETS, encoder_config
 from avfusion.models.pretrain import AVMAE, PretrainOutput, patchify, unpatchify
 
-TASKS = ("encoder", "pretrain", "classify", "separate", "segment")
+TASKS = ("encoder", "pretrain", "classify", "localize", "separate", "segment")
 
 
 def build_model(task: str, encoder: EncoderConfig, **options) -> nn.Module:
@@ -26,6 +26,9 @@ def build_model(task: str, encoder: EncoderConfig, **options) -> nn.Module:
         return AVMAE(enc, **options)
     if task == "classify":
         return Classifier(enc, **options)
+    if task == "localize":
+        from avfusion.models.localization import ContrastiveLocalizer
+        return ContrastiveLocalizer(enc, **options)
     if task == "separate":
         from avfusion.models.separation import Separator
         return Separator(enc, **options)

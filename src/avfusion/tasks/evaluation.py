@@ -86,8 +86,13 @@ class EvaluationReport:
         raise KeyError(f"no row {subject}/{metric} in the {self.task} report")
 
     def metrics(self) -> dict[str, float]:
-        """{"subject/metric": value} for the engine's log."""
-        return {row.key: row.value for row in self.rows}
+        """{"subject/metric": value} for the engine's log. When one subject/metric is reported under several
+        protocols, the first row keeps the plain key and the others get "subject/metric[protocol]"."""
+        out: dict[str, float] = {}
+        for row in self.rows:
+            key = row.key if row.key not in out else f"{row.key}[{row.protocol}]"
+            out[key] = row.value
+        return out
 
     # ------------------------------------------------------------------ output
     def table(self) -> str:

@@ -19,9 +19,6 @@ TASKS: dict[str, str] = {
     "segment": "avfusion.tasks.segment",
 }
 
-#: Modules written before the TASK_CLASS / RECIPE_CLASS convention: their class names.
-_LEGACY_NAMES = {"pretrain": ("PretrainTask", "PretrainRecipe")}
-
 
 def task_names() -> tuple[str, ...]:
     return tuple(TASKS)
@@ -38,11 +35,9 @@ def _module(name: str) -> ModuleType:
         raise
 
 
-def _attribute(name: str, attr: str, legacy_index: int):
+def _attribute(name: str, attr: str):
     module = _module(name)
     value = getattr(module, attr, None)
-    if value is None and name in _LEGACY_NAMES:
-        value = getattr(module, _LEGACY_NAMES[name][legacy_index], None)
     if value is None:
         raise ConfigError(f"{module.__name__} does not define {attr}; every task module must (see {__name__})")
     return value
@@ -50,9 +45,9 @@ def _attribute(name: str, attr: str, legacy_index: int):
 
 def get_task(name: str) -> type:
     """The Task subclass of task ``name``."""
-    return _attribute(name, "TASK_CLASS", 0)
+    return _attribute(name, "TASK_CLASS")
 
 
 def get_recipe(name: str) -> type:
     """The recipe dataclass of task ``name``."""
-    return _attribute(name, "RECIPE_CLASS", 1)
+    return _attribute(name, "RECIPE_CLASS")
