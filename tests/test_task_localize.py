@@ -273,3 +273,16 @@ def test_two_process_evaluation_equals_one_process(tmp_path):
     assert two.meta["processes"] == 2 and all(r.n == 13 for r in two.rows)
     assert {(r.subject, r.metric, r.protocol): r.value for r in two.rows} == \
         pytest.approx({(r.subject, r.metric, r.protocol): r.value for r in one.rows}, abs=1e-9)
+
+
+def test_neutral_partner_scores_every_pair_without_the_partner():
+    model = ContrastiveLocalizer(tiny_encoder(), proj_dim=16, hidden_dim=0, freeze_encoder=False,
+                                 neutral_partner=True).eval()
+    image, audio = inputs()
+    with torch.no_grad():
+        out = model(image, audio, pairing="cross", return_attention=True)
+        other_audio = model(image, audio.flip(0))
+    # the patches never see the partner's audio, the query never sees the partner's image
+    assert torch.allclose(out.patches, other_audio.patches, atol=1e-5)
+    assert torch.allclose(out.loss, info_nce(mil_scores(out.query, out.patches), model.temperature), atol=1e-6)
+    assert out.image_attention is not None and model.options["neutral_partner"] is True

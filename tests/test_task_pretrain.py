@@ -168,7 +168,9 @@ def test_two_processes_equal_one_with_double_batch(tmp_path):
     one, two_w = load_file(tmp_path / "one" / "final" / "model.safetensors"), \
         load_file(tmp_path / "two" / "final" / "model.safetensors")
     scale = max(v.abs().max().item() for v in one.values())
-    assert max((one[k] - two_w[k]).abs().max().item() for k in one) <= 1e-5 * scale
+    # 2e-5: the tiny recipe's raw-pixel targets (norm_pix_loss: false) give larger losses than normalised ones,
+    # and the two reduction orders of the gradient then differ by ~1.2e-5 of the largest weight after 3 steps.
+    assert max((one[k] - two_w[k]).abs().max().item() for k in one) <= 2e-5 * scale
 
 
 def test_collate_drops_failed_items(caplog):

@@ -82,6 +82,20 @@ def test_train_and_evaluate_on_avdigits_through_the_commands(tmp_path, capsys):
     assert "avdigits/binary@0.5" in capsys.readouterr().out
 
 
+def test_an_official_segmentation_file_evaluates_as_its_directory(tmp_path):
+    import avfusion
+    from avfusion.tasks.evaluation import EvaluationReport
+
+    run = tmp_path / "seg"
+    assert main(["train", "segment", RECIPE, *FAST, "--output", str(run)]) == 0
+    avfusion.export_official(avfusion.from_pretrained(run / "final"), tmp_path / "segm.pth")
+    assert main(["evaluate", "segment", RECIPE, *FAST, "--checkpoint", str(tmp_path / "segm.pth"),
+                 "--output", str(tmp_path / "eval")]) == 0
+    official = EvaluationReport.read(tmp_path / "eval" / "evaluation.json")
+    trained = EvaluationReport.read(run / "evaluation.json")
+    assert official.metrics() == pytest.approx(trained.metrics(), abs=1e-6)
+
+
 def test_avdigits_baselines_by_hand():
     cfg = load_config(SegmentRecipe, RECIPE, FAST)
     task = SegmentTask()
@@ -184,3 +198,18 @@ def test_two_process_evaluation_equals_one_process(tmp_path):
     assert two.meta["processes"] == 2 and all(r.n == 13 for r in two.rows)
     assert {(r.subject, r.metric, r.protocol): r.value for r in two.rows} == \
         pytest.approx({(r.subject, r.metric, r.protocol): r.value for r in one.rows}, abs=1e-9)
+
+
+def test_soft_dice_loss_by_hand_and_the_bce_dice_option():
+    from avfusion.errors import ConfigError
+    from avfusion.tasks.segment import SegmentConfig, soft_dice_loss
+
+    target = torch.zeros(1, 2, 2)
+    target[0, 0, 0] = 1.0
+    logits = torch.full((1, 1, 2, 2), -1e4)
+    logits[0, 0, 0, 0] = 1e4  # p = the target exactly
+    assert soft_dice_loss(logits, target).item() == pytest.approx(0.0, abs=1e-6)
+    logits = torch.zeros(1, 1, 2, 2)  # p = 0.5 everywhere: 1 - (2 * 0.5 + 1) / (2 + 1 + 1)
+    assert soft_dice_loss(logits, target).item() == pytest.approx(0.5)
+    with pytest.raises(ConfigError):
+        SegmentConfig(loss="dice")

@@ -98,9 +98,10 @@ def reconstruction(path: Path, stage_result, count: int = 4) -> Path:
                 if j == 4:  # masked patches in grey, outside the colour map
                     spec = np.ma.masked_where(_patch_mask(out.mask_audio[i], p, audio.shape[-2:]), spec)
                 _spec(ax, spec, spec_lo, spec_hi, title)
+    how = ("predicted patches are shown with each true patch's mean and spread (the model predicts normalised "
+           "patches)" if model.norm_pix_loss else "predicted patches are shown as the model outputs them")
     return save(fig, path, "Masked reconstruction on test scenes (masked patches: grey in the image, blank in the "
-                           "spectrogram).\nReconstructions keep the visible patches; predicted patches are shown with "
-                           "each true patch's mean and spread (the model predicts normalised patches)")
+                           f"spectrogram).\nReconstructions keep the visible patches; {how}")
 
 
 def _patch_mask(mask: torch.Tensor, p: int, size) -> np.ndarray:
@@ -115,9 +116,10 @@ def localization(directory: Path, stage_result, count: int = 12) -> list[Path]:
     from avfusion.metrics.localization import ciou
     from avfusion.overlays import save_heatmap_overlays
     from avfusion.tasks.annotated import AnnotatedAVDigits, boxes_mask
-    from avfusion.tasks.localize import heatmaps, load_localizer, to_pixels
+    from avfusion.checkpoints import from_pretrained
+    from avfusion.tasks.localize import heatmaps, to_pixels
 
-    model = load_localizer(stage_result.checkpoint).eval()
+    model = from_pretrained(stage_result.checkpoint)
     data = _data(stage_result)
     batch = _batch(AnnotatedAVDigits("test", data), count)
     with torch.no_grad():

@@ -164,7 +164,8 @@ def _pretraining(data: dict) -> list[str]:
              f"{_f(b.get('loss_audio'))} ({p['loss_note']}).", ""]
     knn = p.get("knn_monitor")
     if knn:
-        shown = ", ".join(f"{k.replace('knn_', '')} {_f(v)}" for k, v in knn.items() if k not in ("protocol",))
+        shown = ", ".join(f"{k.replace('knn_', '')} {int(v) if k.endswith('N') else _f(v)}" for k, v in knn.items()
+                          if k != "protocol")
         lines += [f"k-NN monitor on held-out scenes ({knn['protocol']}): {shown}.", ""]
     return lines
 
@@ -219,8 +220,7 @@ def markdown(report: dict) -> str:
     for name, s in report["config"]["stages"].items():
         own = [o for o in s["overrides"] if o not in report["config"]["encoder_overrides"]]
         lines.append(f"- `{name}`: `{s['recipe']}` ({s['steps']} steps) `{' '.join(own)}`")
-    lines += ["", "Checkpoints (load with `avfusion.from_pretrained`, except `localize`: "
-              "`avfusion.tasks.localize.load_localizer`):", ""]
+    lines += ["", "Checkpoints (load with `avfusion.from_pretrained`):", ""]
     lines += [f"- `{k}`: `{v}`" for k, v in report["checkpoints"].items()]
     return "\n".join(lines) + "\n"
 

@@ -110,7 +110,7 @@ def pretraining(runs: dict) -> dict[str, Any]:
                              "loss_audio": first.get("loss_audio")}
         out["loss_last"] = {"step": last["step"], "loss": last["loss"], "loss_image": last.get("loss_image"),
                             "loss_audio": last.get("loss_audio")}
-        out["loss_note"] = "mean training loss over each logging window (normalised-pixel MSE, image + audio)"
+        out["loss_note"] = "mean training loss over each logging window (MSE on the masked patches, image + audio)"
     knn = {k: v for k, v in runs["pretrain"].train_metrics.items() if k.startswith("knn")}
     if knn:
         out["knn_monitor"] = {**knn, "protocol": "knn-loo (top-1, leave-one-out, cosine)"}

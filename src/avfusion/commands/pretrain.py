@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
+
+from avfusion.commands._recipes import add_recipe_arguments, resolve_recipe
 
 EPILOG = """\
 overrides come right after RECIPE, as dotted key=value pairs (YAML values):
@@ -26,29 +27,15 @@ def register(subparsers) -> None:
         description="Pretrain an early-fusion encoder with masked audio-visual reconstruction (AV-MAE). "
                     "Runs alone, or under torchrun for several processes (DDP).",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("recipe", help="YAML recipe, e.g. configs/avdigits/pretrain_tiny.yaml")
-    p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="dotted overrides of recipe keys (unknown keys are an error)")
-    p.add_argument("--output", "-o", metavar="DIR", help="run directory (required unless --print-config)")
-    p.add_argument("--resume", metavar="auto|PATH",
-                   help="'auto': continue from the newest intact checkpoint in DIR (or start fresh); "
-                        "PATH: resume from that checkpoint. Without it, a DIR holding checkpoints is refused")
-    p.add_argument("--print-config", action="store_true", help="print the resolved recipe as YAML and exit")
+    add_recipe_arguments(p, "configs/avdigits/pretrain_tiny.yaml")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import yaml
-
-    from avfusion.engine import load_config, run_training, to_dict
-    from avfusion.errors import ConfigError
+    from avfusion.engine import run_training
     from avfusion.tasks.pretrain import PretrainRecipe, PretrainTask
 
-    cfg = load_config(PretrainRecipe, args.recipe, args.overrides)
-    if args.print_config:
-        sys.stdout.write(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        return 0
-    if not args.output:
-        raise ConfigError("--output DIR is required (the run directory)")
-    run_training(PretrainTask(), cfg, args.output, resume=args.resume)  # logs on rank 0 only
+    cfg = resolve_recipe(PretrainRecipe, args)
+    if cfg is not None:
+        run_training(PretrainTask(), cfg, args.output, resume=args.resume)  # logs on rank 0 only
     return 0

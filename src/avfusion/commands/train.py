@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from avfusion.commands._recipes import add_recipe_arguments, resolve_recipe
+
 DOWNSTREAM = ("classify", "localize", "separate", "segment")
 
 EPILOG = """\
@@ -32,31 +34,18 @@ def register(subparsers) -> None:
                     "probe of a pretrained encoder. Runs alone, or under torchrun (DDP).",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("task", choices=DOWNSTREAM, help="the task")
-    p.add_argument("recipe", help="YAML recipe, e.g. configs/avdigits/classify_linprobe.yaml")
-    p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="dotted overrides of recipe keys (unknown keys are an error)")
-    p.add_argument("--output", "-o", metavar="DIR", help="run directory (required unless --print-config)")
-    p.add_argument("--resume", metavar="auto|PATH",
-                   help="'auto': continue from the newest intact checkpoint in DIR (or start fresh); "
-                        "PATH: resume from that checkpoint. Without it, a DIR holding checkpoints is refused")
-    p.add_argument("--print-config", action="store_true", help="print the resolved recipe as YAML and exit")
+    add_recipe_arguments(p, "configs/avdigits/classify_linprobe.yaml")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import yaml
-
-    from avfusion.engine import load_config, run_training, to_dict
+    from avfusion.engine import run_training
     from avfusion.engine.distributed import init_distributed, shutdown
-    from avfusion.errors import ConfigError
     from avfusion.tasks.registry import get_recipe, get_task
 
-    cfg = load_config(get_recipe(args.task), args.recipe, args.overrides)
-    if args.print_config:
-        sys.stdout.write(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    cfg = resolve_recipe(get_recipe(args.task), args)
+    if cfg is None:
         return 0
-    if not args.output:
-        raise ConfigError("--output DIR is required (the run directory)")
     env = init_distributed(cfg.train.device)  # joined here so that the report is written by rank 0 only
     try:
         task = get_task(args.task)()

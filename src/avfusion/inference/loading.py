@@ -40,17 +40,11 @@ def load_model(source: str | os.PathLike, **load_kwargs) -> nn.Module:
     (image_size, audio_size, num_heads, ... that an official file's shapes cannot reveal)."""
     path = Path(source)
     if path.is_dir():
-        from avfusion.checkpoints.pretrained import read_config
-
         if load_kwargs:
             raise ConfigError(f"{path} records its own configuration; {sorted(load_kwargs)} apply to official "
                               ".pth files only")
-        if read_config(path).get("task") == "localize":
-            from avfusion.tasks.localize import load_localizer
-            model = load_localizer(path)
-        else:
-            from avfusion.checkpoints import from_pretrained
-            model = from_pretrained(path)
+        from avfusion.checkpoints import from_pretrained
+        model = from_pretrained(path)
     elif path.is_file():
         from avfusion.checkpoints import load_official
         model = load_official(path, **load_kwargs)

@@ -117,12 +117,19 @@ class ContrastiveLocalizer(AVModel):
     (``"fusion"``), projected and L2-normalised; each final image token is projected (the same
     head for every token) and L2-normalised. The heatmap is their cosine similarity per patch.
     With ``freeze_encoder`` the encoder gets no gradients and stays in eval mode.
+
+    ``neutral_partner``: each side is encoded beside a neutral partner instead of its own: the patches
+    from (image, all-zero log-mel), the query from (all-zero image, i.e. the mean colour after
+    normalisation, audio). Nothing of a pair leaks into either side through fusion, so one pass over
+    the 2B such inputs scores all B x B pairs (every other pair of the batch is a negative, at 2 encoder
+    passes per pair where ``cross`` pairing pays K + 1 for K negatives). Heatmaps are then computed
+    the same way; the attention read-out still comes from a pass over the true pair.
     """
 
     task = "localize"
 
     def __init__(self, encoder: nn.Module, proj_dim: int = 128, hidden_dim: int = 512, query: str = "audio",
-                 temperature: float = 0.07, freeze_encoder: bool = True):
+                 temperature: float = 0.07, freeze_encoder: bool = True, neutral_partner: bool = False):
         super().__init__()
         if query not in QUERIES:
             raise ConfigError(f"localisation query {query!r} is not one of {QUERIES}")
@@ -133,8 +140,9 @@ class ContrastiveLocalizer(AVModel):
         self.query = query
         self.temperature = temperature
         self.freeze_encoder = freeze_encoder
+        self.neutral_partner = neutral_partner
         self.options = dict(proj_dim=proj_dim, hidden_dim=hidden_dim, query=query, temperature=temperature,
-                            freeze_encoder=freeze_encoder)
+                            freeze_encoder=freeze_encoder, neutral_partner=neutral_partner)
         d = encoder.embed_dim
         self.image_proj = projection(d, hidden_dim, proj_dim)
         self.query_proj = projection(d, hidden_dim, proj_dim)
@@ -156,6 +164,18 @@ class ContrastiveLocalizer(AVModel):
         patches = F.normalize(self.image_proj(out.image.flatten(0, 1)), dim=-1).reshape(*out.image.shape[:2], -1)
         return query, patches, out.image_attention
 
+    def _embed_neutral(self, image: torch.Tensor, audio: torch.Tensor):
+        """Patches of (image, zero audio) and query of (zero image, audio), in one encoder pass."""
+        b = image.shape[0]
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_encoder):
+            out = self.encoder(torch.cat([image, torch.zeros_like(image)]),
+                               torch.cat([torch.zeros_like(audio), audio]))
+        pooled = (out.audio if self.query == "audio" else out.fusion)[b:].mean(1)
+        query = F.normalize(self.query_proj(pooled), dim=-1)
+        tokens = out.image[:b]
+        patches = F.normalize(self.image_proj(tokens.flatten(0, 1)), dim=-1).reshape(*tokens.shape[:2], -1)
+        return query, patches
+
     def forward(self, image: torch.Tensor, audio: torch.Tensor, pairing: str | None = None,
                 negatives: int | None = None, return_attention: bool = False) -> LocalizationOutput:
         """image (B, 3, H, W), audio (B, 1, n_mels, T) -> heatmaps (B, rows, cols) of the given pairs.
@@ -171,7 +191,14 @@ class ContrastiveLocalizer(AVModel):
         grid = self.encoder.image.grid_size
         if pairing not in (None, "joint", "cross"):
             raise ConfigError(f"pairing {pairing!r} is not one of {PAIRINGS}")
-        if pairing != "cross":
+        if self.neutral_partner:  # every pair of the batch scored, no leak: pairing is moot
+            query, patches = self._embed_neutral(image, audio)
+            loss = info_nce(mil_scores(query, patches), self.temperature) if pairing else None
+            attention = None
+            if return_attention:
+                with torch.no_grad():
+                    attention = self.encoder(image, audio, return_attention=True).image_attention
+        elif pairing != "cross":
             query, patches, attention = self._embed(image, audio, return_attention)
             loss = info_nce(mil_scores(query, patches), self.temperature) if pairing else None
         else:

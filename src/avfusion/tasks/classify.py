@@ -25,7 +25,7 @@ from avfusion.tasks.classify_data import (class_frequency, dataset_multi_label, 
                                           dense_eval_dataset, frequency_bias)
 from avfusion.tasks.common import (AVDIGITS, DataConfig, EpochSamples, ModelConfig, build_dataset,
                                    encoder_config_for, init_streams, sample_noise)
-from avfusion.tasks.evaluation import EvaluationReport
+from avfusion.tasks.evaluation import EvaluationReport, ReportedEvaluation
 from avfusion.tasks.weights import encoder_param_hints, load_encoder_init, load_task_model
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ def head_loss(logits: torch.Tensor, targets: torch.Tensor, multi_label: bool,
 
 
 # ----------------------------------------------------------------------------- task
-class ClassifyTask(Task):
+class ClassifyTask(ReportedEvaluation, Task):
     """Classification on the recipe's dataset through the engine."""
 
     def __init__(self) -> None:
@@ -239,10 +239,6 @@ class ClassifyTask(Task):
         return torch.where(u[:, 0] < c.mixup_prob, lam, torch.ones_like(lam)).float()
 
     # ------------------------------------------------------------------ evaluation
-    def evaluate(self, model: nn.Module, loader: Any) -> dict[str, float]:
-        self.last_report = self.evaluation(model, loader)
-        return self.last_report.metrics()
-
     @torch.no_grad()
     def evaluation(self, model: nn.Module, loader: Any) -> EvaluationReport:
         """Every head on this rank's share of ``loader``, gathered over ranks (each clip once)."""

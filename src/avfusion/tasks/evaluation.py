@@ -130,6 +130,17 @@ class EvaluationReport:
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
+class ReportedEvaluation:
+    """Mixin for tasks whose ``evaluation(model, loader)`` returns an :class:`EvaluationReport`: the
+    engine's ``evaluate`` keeps it as ``last_report`` (written by the commands) and logs its metrics."""
+
+    last_report: EvaluationReport | None = None
+
+    def evaluate(self, model: Any, loader: Any) -> dict[str, float]:
+        self.last_report = self.evaluation(model, loader)
+        return self.last_report.metrics()
+
+
 def _fmt(value: float) -> str:
     return "nan" if math.isnan(value) else f"{value:.4f}"
 

@@ -21,7 +21,7 @@ from avfusion.engine import ParamHints, Task, TrainConfig, unwrap
 from avfusion.errors import CheckpointError, ConfigError, DataError
 from avfusion.tasks.common import (AVDIGITS, DataConfig, EpochSamples, ModelConfig, build_dataset, encoder_config_for,
                                    init_streams)
-from avfusion.tasks.evaluation import EvaluationReport
+from avfusion.tasks.evaluation import EvaluationReport, ReportedEvaluation
 from avfusion.tasks.weights import layer_id_fn, load_encoder_init
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,10 @@ class LocalizeModelConfig(ModelConfig):
             "fusion" (mean of the fusion tokens).
         temperature: InfoNCE temperature.
         freeze_encoder: train the head only (the encoder stays in eval mode, without gradients).
+        neutral_partner: encode each side beside a neutral partner (zero log-mel beside the image,
+            zero image beside the audio) instead of its own, for training and heatmaps: no fusion leak,
+            and every pair of the batch is a negative at 2 encoder passes per pair
+            (``localize.pairing`` / ``negatives`` are then unused). See docs/localization.md.
     """
 
     pretrained: str | None = None
@@ -50,6 +54,7 @@ class LocalizeModelConfig(ModelConfig):
     query: Literal["audio", "fusion"] = "audio"
     temperature: float = 0.07
     freeze_encoder: bool = True
+    neutral_partner: bool = False
 
 
 @dataclass
@@ -153,7 +158,7 @@ def random_digit_heatmap(boxes: np.ndarray, num_digits: int, size: int, seed: in
 
 
 # ----------------------------------------------------------------------------- task
-class LocalizeTask(Task):
+class LocalizeTask(ReportedEvaluation, Task):
     """Contrastive head training, and evaluation of every read-out against the baselines."""
 
     def __init__(self) -> None:
@@ -176,7 +181,8 @@ class LocalizeTask(Task):
         if cfg.localize.readout == "attention":
             return encoder
         return ContrastiveLocalizer(encoder, proj_dim=m.proj_dim, hidden_dim=m.hidden_dim, query=m.query,
-                                    temperature=m.temperature, freeze_encoder=m.freeze_encoder)
+                                    temperature=m.temperature, freeze_encoder=m.freeze_encoder,
+                                    neutral_partner=m.neutral_partner)
 
     def model_for_evaluation(self, cfg: LocalizeRecipe, checkpoint: str) -> nn.Module:
         """``--checkpoint``: a trained localiser directory, or (attention read-out) any encoder weights."""
@@ -188,7 +194,9 @@ class LocalizeTask(Task):
             from avfusion.checkpoints.pretrained import read_config
 
             if read_config(path).get("task") == "localize":
-                return load_localizer(path).eval()
+                from avfusion.checkpoints import from_pretrained
+
+                return from_pretrained(path)
         if cfg.localize.readout == "contrastive":
             raise CheckpointError(f"{checkpoint} holds no contrastive localisation head; train one with `avfusion "
                                   f"train localize RECIPE model.pretrained={checkpoint} --output DIR` and evaluate "
@@ -238,10 +246,6 @@ class LocalizeTask(Task):
                 root = c.eval_root or (cfg.data.root if c.eval_dataset is None else None)
                 self._eval_set = LocalizationTestSet(name, root, cfg.data, c.gt_size, c.eval_index_options)
         return self._eval_set
-
-    def evaluate(self, model: nn.Module, loader: Any) -> dict[str, float]:
-        self.last_report = self.evaluation(model, loader)
-        return self.last_report.metrics()
 
     @torch.no_grad()
     def evaluation(self, model: nn.Module, loader: Any) -> EvaluationReport:
@@ -308,26 +312,6 @@ class LocalizeTask(Task):
             summary = summarize([v[(subject, protocol)] for v in items.values()], protocol)
             report.add_summary(summary, ("AP50", "AUC", "mean_ciou"), subject=subject)
         return report
-
-
-def load_localizer(directory) -> nn.Module:
-    """A ContrastiveLocalizer saved with ``save_pretrained`` (task "localize")."""
-    from pathlib import Path
-
-    from safetensors.torch import load_file
-
-    from avfusion.checkpoints.official import load_state_strict
-    from avfusion.checkpoints.pretrained import read_config
-    from avfusion.models import EarlyFusionEncoder, EncoderConfig
-    from avfusion.models.localization import ContrastiveLocalizer
-
-    config = read_config(directory)
-    weights = Path(directory) / "model.safetensors"
-    if not weights.is_file():
-        raise CheckpointError(f"{directory}: config.json present but model.safetensors is missing")
-    model = ContrastiveLocalizer(EarlyFusionEncoder(EncoderConfig(**config["encoder"])), **config["options"])
-    load_state_strict(model, load_file(str(weights)), weights)
-    return model
 
 
 TASK_CLASS = LocalizeTask

@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 from avfusion.engine import ParamHints, Task, TrainConfig, unwrap
 from avfusion.errors import ConfigError, DataError
 from avfusion.tasks.common import DataConfig, ModelConfig, encoder_config_for, init_streams
-from avfusion.tasks.evaluation import EvaluationReport
+from avfusion.tasks.evaluation import EvaluationReport, ReportedEvaluation
 from avfusion.tasks.separate_data import build_mixtures
 from avfusion.tasks.weights import encoder_param_hints, load_encoder_init, load_task_model
 
@@ -103,7 +103,7 @@ def flatten_sources(batch: dict, zero_image: bool) -> tuple[torch.Tensor, torch.
     return image, mix, target
 
 
-class SeparateTask(Task):
+class SeparateTask(ReportedEvaluation, Task):
     """Mix-and-separate training and BSS Eval evaluation through the engine."""
 
     def __init__(self) -> None:
@@ -162,10 +162,6 @@ class SeparateTask(Task):
         return model(image, mix, target).loss, {}
 
     # ------------------------------------------------------------------ evaluation
-    def evaluate(self, model: nn.Module, loader: Any) -> dict[str, float]:
-        self.last_report = self.evaluation(model, loader)
-        return self.last_report.metrics()
-
     @torch.no_grad()
     def evaluation(self, model: nn.Module, loader: Any) -> EvaluationReport:
         """Separate every source of this rank's mixtures, score them, gather over ranks."""

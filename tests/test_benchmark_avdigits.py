@@ -1,0 +1,183 @@
+"""The AV-Digits benchmark end to end: `--quick` in-process, its report, checkpoints and figures."""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from avfusion.benchmark import run_benchmark
+from avfusion.benchmark.progress import StageProgress, duration
+from avfusion.benchmark.stages import ENCODER, FULL, QUICK, plan, stage_keys
+from avfusion.cli import main
+from avfusion.errors import ConfigError
+
+HEADS = ("image", "audio", "fusion", "joint")
+REQUIRED = [
+    *[f"classification.{probe}.{h}.top1" for probe in ("linear_probe", "linear_probe_random_init", "finetune")
+      for h in HEADS],
+    *[f"localization.{r}.{m}" for r in ("contrastive", "attention") for m in ("AP50", "AUC", "mean_ciou")],
+    *[f"localization.baselines.{b}.{m}" for b in ("center", "full", "random_digit") for m in ("AP50", "AUC")],
+    *[f"separation.{m}" for m in ("SDR", "SIR", "SAR", "SDR_mix", "SDRi")],
+    *[f"separation.baselines.{b}.SDR" for b in ("mixture", "audio_only")],
+    "segmentation.fg_iou", "segmentation.F",
+    *[f"segmentation.baselines.{b}.fg_iou" for b in ("all_foreground", "all_digits")],
+    "runtime_seconds",
+]
+
+
+def get(data: dict, path: str):
+    for part in path.split("."):
+        assert isinstance(data, dict) and part in data, f"report.json lacks {path} (at {part})"
+        data = data[part]
+    return data
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("avdigits_quick")
+    try:
+        start = time.perf_counter()
+        report = run_benchmark(out, quick=True, progress=False)
+        wall = time.perf_counter() - start
+    finally:
+        torch.set_num_threads(threads)
+    return out, report, wall
+
+
+def test_report_json_has_every_required_number_with_protocol_and_n(quick_run):
+    out, report, _ = quick_run
+    on_disk = json.loads((out / "report.json").read_text())
+    assert on_disk["runtime_seconds"] == pytest.approx(report["runtime_seconds"])
+    for key in REQUIRED:
+        value = get(on_disk, key)
+        assert isinstance(value, (int, float)), f"{key} = {value!r}"
+    for path in ("classification.finetune.joint", "localization.contrastive", "separation", "segmentation"):
+        block = get(on_disk, path)
+        assert block["protocol"] and block["N"] > 0
+    assert get(on_disk, "localization.contrastive.protocol").endswith("fixed@0.5")
+    assert get(on_disk, "localization.contrastive.median.protocol").endswith("median")
+    assert on_disk["avfusion_version"] and on_disk["machine"]["start"]["cpu_count"] >= 1
+    assert on_disk["machine"]["start"]["torch"] == torch.__version__
+    assert set(on_disk["stage_seconds"]) == {f"factorized/{k}" for k in stage_keys()} | {"figures"}
+    assert all(s > 0 for s in on_disk["stage_seconds"].values())
+    assert "ablation" not in on_disk
+    for name, stage in on_disk["config"]["stages"].items():
+        assert set(ENCODER) <= set(stage["overrides"]), name  # one encoder for every stage
+        assert stage["resolved"]["model"]["fusion_type"] == "factorized"
+    assert {t["target"] for t in on_disk["targets"]} >= {"linear probe, joint top-1", "separation SDRi (dB)"}
+
+
+def test_learning_happened(quick_run):
+    """What a 2-minute run learns, measured (docs/avdigits.md): masked reconstruction improves, and
+    fine-tuning leaves chance. The tasks that need the audio-visual link (localisation, separation,
+    segmentation of the speaking digit) stay at their baselines even in the full run, and the linear
+    probe of the pretrained encoder does not beat a random one; the report says so (targets not met)."""
+    out, report, _ = quick_run
+    pre = report["pretraining"]
+    assert pre["loss_last"]["loss"] < 0.8 * pre["loss_first"]["loss"]
+    assert pre["loss_last"]["loss_image"] < pre["loss_first"]["loss_image"]
+    assert pre["loss_last"]["loss_audio"] < pre["loss_first"]["loss_audio"]
+    assert get(report, "classification.finetune.joint.top1") > 0.2, "fine-tuning stayed at chance (0.1)"
+    records = [json.loads(line) for line in (out / "runs" / "finetune" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in records if isinstance(r.get("loss"), (int, float))]
+    assert len(losses) >= 4 and losses[-1] < 0.9 * losses[0]
+    assert losses[-1] < math.log(10), "fine-tuning loss above that of a uniform prediction over 10 digits"
+    met = {t["target"]: t["met"] for t in report["targets"]}
+    assert met["linear probe, joint top-1"] is (get(report, "classification.linear_probe.joint.top1") >= 0.8)
+
+
+def test_quick_run_time(quick_run):
+    *_, wall = quick_run
+    # Budget: 3 minutes on 2 idle cores; a shared CI machine gets slack.
+    assert wall < 600, f"--quick took {wall:.0f} s"
+
+
+def test_checkpoints_load(quick_run):
+    import avfusion
+    out, *_ = quick_run
+    tasks = {"pretrain": "pretrain", "linear_probe": "classify", "finetune": "classify", "separate": "separate",
+             "segment": "segment"}
+    for stage, task in tasks.items():
+        assert avfusion.from_pretrained(out / "checkpoints" / stage).task == task
+    assert avfusion.from_pretrained(out / "checkpoints" / "localize").task == "localize"
+
+
+def test_figures_and_report_md(quick_run):
+    out, report, _ = quick_run
+    expected = {"training_curves.png", "reconstruction.png", "localization_contrastive.png",
+                "localization_attention.png", "separation.png", "segmentation.png"}
+    figures = out / "figures"
+    assert expected <= {p.name for p in figures.glob("*.png")}
+    assert all((figures / name).stat().st_size > 10_000 for name in expected)
+    wavs = sorted((figures / "audio").glob("*.wav"))
+    assert len(wavs) >= 5
+    import soundfile
+    wave, rate = soundfile.read(wavs[0])
+    assert rate == 16000 and len(wave) == 16000
+    text = (out / "report.md").read_text()
+    for heading in ("## Targets", "## Classification", "## Localisation", "## Separation", "## Segmentation",
+                    "## Wall time per stage", "## Configuration"):
+        assert heading in text
+    assert "figures/separation.png" in text and set(report["figures"]) >= {f"figures/{n}" for n in expected}
+
+
+def test_an_earlier_run_is_not_overwritten_silently(quick_run):
+    out, *_ = quick_run
+    with pytest.raises(ConfigError, match="--overwrite"):
+        run_benchmark(out, quick=True)
+    assert main(["benchmark", "avdigits", "--quick", "--output", str(out)]) == 1
+
+
+# ----------------------------------------------------------------------------- cheap pieces
+def test_plan_uses_one_encoder_and_the_fusion_type():
+    stages = plan(quick=False, fusion="dense")
+    assert [s.key for s in stages] == list(stage_keys())
+    for s in stages:
+        assert s.overrides[:len(ENCODER)] == ENCODER and s.overrides[-1] == "model.fusion_type=dense"
+    assert set(QUICK) == set(FULL) == set(stage_keys())
+    with pytest.raises(ConfigError, match="fusion"):
+        plan(quick=True, fusion="late")
+    with pytest.raises(ConfigError, match="pretrain"):
+        plan(quick=True, fusion="none", only=("segment",))
+
+
+def test_progress_scales_the_remaining_estimate_by_the_measured_speed(monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
+    progress = StageProgress({"a": 10.0, "b": 20.0, "c": 30.0})
+    assert progress.remaining() == pytest.approx(60.0)
+    progress.start("a", "first")
+    clock[0] += 20.0  # twice as slow as estimated
+    assert progress.finish("a") == pytest.approx(20.0)
+    assert progress.speed() == pytest.approx(2.0)
+    assert progress.remaining() == pytest.approx(100.0)
+    progress.start("b", "second")
+    clock[0] += 15.0
+    assert progress.remaining() == pytest.approx(85.0)
+    assert duration(93.4) == "1m33s" and duration(7) == "7s"
+
+
+def test_help_lists_the_options(capsys):
+    with pytest.raises(SystemExit):
+        main(["benchmark", "--help"])
+    text = capsys.readouterr().out
+    for option in ("--quick", "--fusion", "--output", "avdigits"):
+        assert option in text
+
+
+@pytest.mark.slow
+def test_ablation_runs_every_fusion_type(tmp_path):
+    torch.set_num_threads(1)
+    report = run_benchmark(tmp_path, quick=True, fusions=("factorized", "dense", "none"), progress=False,
+                           only=("pretrain", "linear_probe", "localize"))
+    assert set(report["ablation"]) == {"factorized", "dense", "none"}
+    assert report["ablation"]["none"]["localization"]["attention"] is None  # no fusion blocks
+    assert report["ablation"]["dense"]["localization"]["attention"]["AP50"] is not None
+    assert (tmp_path / "figures" / "ablation.png").is_file()
+    assert (tmp_path / "ablation" / "none" / "checkpoints" / "pretrain" / "config.json").is_file()
