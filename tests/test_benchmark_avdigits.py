@@ -181,3 +181,16 @@ def test_ablation_runs_every_fusion_type(tmp_path):
     assert report["ablation"]["dense"]["localization"]["attention"]["AP50"] is not None
     assert (tmp_path / "figures" / "ablation.png").is_file()
     assert (tmp_path / "ablation" / "none" / "checkpoints" / "pretrain" / "config.json").is_file()
+
+
+def test_run_time_target_is_per_pipeline():
+    from avfusion.benchmark.results import targets
+
+    def run_time(seconds, quick, pipelines):
+        return next(t for t in targets({}, seconds, quick, pipelines) if t["target"] == "run time")
+
+    assert run_time(170, True, 1)["met"] and not run_time(190, True, 1)["met"]
+    row = run_time(500, True, 3)
+    assert row["met"] and row["goal"] == "<= 540 s (--quick, 3 fusion types)"
+    assert not run_time(901, False, 1)["met"] and run_time(899, False, 1)["goal"] == "<= 900 s (full run)"
+    assert all(t["met"] is None for t in targets({}, 1.0, True) if t["target"] != "run time")  # nothing measured

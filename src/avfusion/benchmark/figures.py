@@ -61,7 +61,7 @@ def training_curves(path: Path, runs: Sequence) -> Path:
                 continue
             steps = [r["step"] for r in records]
             colour = COLOURS.get(run.fusion)
-            label = f"{run.fusion} fusion" if len(runs) > 1 else ("image + audio" if key == "pretrain" else None)
+            label = fusion_name(run.fusion) if len(runs) > 1 else ("image + audio" if key == "pretrain" else None)
             ax.plot(steps, [r["loss"] for r in records], color=colour, label=label)
             if key == "pretrain":
                 ax.plot(steps, [r.get("loss_image") for r in records], color=colour, linestyle="--",
@@ -77,6 +77,10 @@ def training_curves(path: Path, runs: Sequence) -> Path:
             ax.legend(fontsize=7)
     note = "mean over each 5-step window" + ("; pretrain: dashed = image, dotted = audio" if len(runs) > 1 else "")
     return save(fig, path, f"Training curves ({note})")
+
+
+def fusion_name(fusion: str) -> str:
+    return "no fusion" if fusion == "none" else f"{fusion} fusion"
 
 
 def ablation_table(path: Path, ablation: dict[str, Any]) -> Path:
@@ -98,7 +102,7 @@ def ablation_table(path: Path, ablation: dict[str, Any]) -> Path:
     fig = new_figure(1.45 * len(columns) + 1.2, 0.45 * len(cells) + 1.4)
     ax = fig.add_subplot(1, 1, 1)
     ax.axis("off")
-    table = ax.table(cellText=cells, rowLabels=[f"{f} fusion" for f in ablation], colLabels=[c for c, _ in columns],
+    table = ax.table(cellText=cells, rowLabels=[fusion_name(f) for f in ablation], colLabels=[c for c, _ in columns],
                      loc="center", cellLoc="center")
     table.auto_set_font_size(False)
     table.set_fontsize(9)

@@ -29,7 +29,7 @@ def build_report(runs: list, *, quick: bool, jobs: int, recipes: Path, machine_s
         out["ablation"] = {r.fusion: results.sections(r.stages) for r in runs}
     out["runtime_seconds"] = total_seconds
     out["cpu_seconds"] = cpu_seconds
-    out["targets"] = results.targets(out, total_seconds, quick)
+    out["targets"] = results.targets(out, total_seconds, quick, pipelines=len(runs))
     stage_seconds = {f"{r.fusion}/{k}": s.seconds for r in runs for k, s in r.stages.items()}
     stage_cpu = {f"{r.fusion}/{k}": s.cpu_seconds for r in runs for k, s in r.stages.items()}
     if figure_files:
