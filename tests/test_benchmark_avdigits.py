@@ -194,3 +194,20 @@ def test_run_time_target_is_per_pipeline():
     assert row["met"] and row["goal"] == "<= 540 s (--quick, 3 fusion types)"
     assert not run_time(901, False, 1)["met"] and run_time(899, False, 1)["goal"] == "<= 900 s (full run)"
     assert all(t["met"] is None for t in targets({}, 1.0, True) if t["target"] != "run time")  # nothing measured
+
+
+def test_every_avdigits_recipe_has_the_benchmark_encoder():
+    """A standalone `avfusion pretrain configs/avdigits/pretrain_tiny.yaml` run loads strictly into every
+    downstream AV-Digits recipe, and the benchmark's overrides change no recipe's encoder."""
+    from avfusion.benchmark.avdigits import find_configs
+    from avfusion.engine import load_config
+    from avfusion.tasks.common import encoder_config_for
+    from avfusion.tasks.registry import get_recipe
+
+    configs = find_configs()
+    recipes = {"pretrain": "pretrain_tiny.yaml", "classify": "classify_linprobe.yaml", "localize": "localize.yaml",
+               "separate": "separate.yaml", "segment": "segment.yaml"}
+    for task, name in recipes.items():
+        plain = load_config(get_recipe(task), configs / name)
+        overridden = load_config(get_recipe(task), configs / name, [*ENCODER, "model.fusion_type=factorized"])
+        assert encoder_config_for(plain.model, plain.data) == encoder_config_for(overridden.model, overridden.data), name

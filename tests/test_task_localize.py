@@ -239,7 +239,8 @@ def test_flickr_test_set_consensus_ground_truth_and_evaluation(tmp_path):
     task = LocalizeTask()
     data = task.eval_dataset(cfg)
     item = data[0]
-    assert item["valid"] and item["image"].shape == (3, 64, 64) and item["audio"].shape == (1, 64, 64)
+    size = cfg.data.image_size
+    assert item["valid"] and item["image"].shape == (3, size, size) and item["audio"].shape == (1, 64, 64)
     gt = item["gt"]  # boxes scaled 32/256: [0, 16) one annotator (0.5), [8, 16) both (1.0)
     assert gt[0, 0] == 0.5 and gt[12, 12] == 1.0 and gt[20, 20] == 0.0
     assert gt.sum() == pytest.approx(0.5 * (16 * 16 - 8 * 8) + 8 * 8)

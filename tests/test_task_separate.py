@@ -37,7 +37,8 @@ def recipe():
 def test_mixture_sample_is_the_sum_of_its_sources(recipe):
     samples = AVDigitsMixtureSamples("test", recipe.data, size=2, waveforms=True)
     s = samples[1]
-    assert s["image"].shape == (2, 3, 64, 64) and s["image"].dtype == torch.float32
+    size = recipe.data.image_size
+    assert s["image"].shape == (2, 3, size, size) and s["image"].dtype == torch.float32
     assert s["audio"].shape == (1, 64, 64) and s["source_audio"].shape == (2, 1, 64, 64)
     assert torch.allclose(s["mixture_waveform"], s["source_waveform"].sum(0))
     assert s["index"] == 1
