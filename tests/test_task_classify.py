@@ -196,3 +196,19 @@ def test_encoder_init_from_an_official_pretraining_checkpoint(tmp_path):
     cfg = load_config(ClassifyRecipe, LINPROBE, [f"model.pretrained={tmp_path / 'checkpoint_latest.pth'}"])
     model = ClassifyTask().build_model(cfg)
     assert all(torch.equal(v, mae.encoder.state_dict()[k]) for k, v in model.encoder.state_dict().items())
+
+
+def test_prepared_cache_prepares_once_per_index_only_when_enabled():
+    from avfusion.tasks.common import PreparedCache
+
+    calls = []
+
+    def prepare(i):
+        calls.append(i)
+        return {"i": i}
+
+    cache = PreparedCache(True)
+    assert [cache.get(i, prepare)["i"] for i in (3, 3, 5, 3)] == [3, 3, 5, 3] and calls == [3, 5]
+    calls.clear()
+    off = PreparedCache(False)
+    assert [off.get(i, prepare)["i"] for i in (3, 3)] == [3, 3] and calls == [3, 3]

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from avfusion.errors import ConfigError
-from avfusion.tasks.common import DataConfig
+from avfusion.tasks.common import DataConfig, PreparedCache
 
 
 def boxes_mask(boxes: np.ndarray, size: int) -> np.ndarray:
@@ -40,7 +40,7 @@ class AnnotatedAVDigits(Dataset):
         self.scenes = AVDigits(split, size=size, seed=seed, image_size=data.image_size, cache=False)
         self.data = data
         self.all_digits_kind = "masks" if len(self.scenes) and "masks" in self.scenes[0] else "boxes"
-        self._cache: dict[int, dict[str, Any]] | None = {} if data.cache else None
+        self._cache = PreparedCache(data.cache)
 
     def __len__(self) -> int:
         return len(self.scenes)
@@ -71,11 +71,7 @@ class AnnotatedAVDigits(Dataset):
         from avfusion.transforms import normalize
 
         i = int(index)
-        item = self._cache.get(i) if self._cache is not None else None
-        if item is None:
-            item = self._prepare(i)
-            if self._cache is not None:
-                self._cache[i] = item
+        item = self._cache.get(i, self._prepare)
         out = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in item.items()}
         out["image"] = normalize(item["image"].float().div_(255.0))
         out["index"] = i

@@ -139,6 +139,21 @@ def init_streams(encoder: torch.nn.Module, model: ModelConfig) -> tuple[str, ...
 
 
 # ----------------------------------------------------------------------------- datasets
+class PreparedCache:
+    """Per-index memo of prepared AV-Digits samples (``data.cache``); disabled, it prepares every time."""
+
+    def __init__(self, enabled: bool):
+        self._items: dict[int, dict[str, Any]] | None = {} if enabled else None
+
+    def get(self, index: int, prepare: Any) -> dict[str, Any]:
+        """``prepare(index)``'s result, computed once per index when enabled."""
+        if self._items is None:
+            return prepare(index)
+        if index not in self._items:
+            self._items[index] = prepare(index)
+        return self._items[index]
+
+
 class AVDigitsSamples(Dataset):
     """AV-Digits scenes as task samples (no augmentation: the scenes are random already)."""
 
@@ -149,7 +164,7 @@ class AVDigitsSamples(Dataset):
             raise ConfigError(f"AV-Digits audio is at {SAMPLE_RATE} Hz; set data.sample_rate={SAMPLE_RATE}")
         self.scenes = AVDigits(split, size=size, seed=seed, image_size=data.image_size, cache=False)
         self.data = data
-        self._cache: dict[int, dict[str, Any]] | None = {} if data.cache else None
+        self._cache = PreparedCache(data.cache)
 
     def __len__(self) -> int:
         return len(self.scenes)
@@ -167,12 +182,7 @@ class AVDigitsSamples(Dataset):
         from avfusion.transforms import normalize
 
         i = int(index)
-        if self._cache is not None and i in self._cache:
-            item = self._cache[i]
-        else:
-            item = self._prepare(i)
-            if self._cache is not None:
-                self._cache[i] = item
+        item = self._cache.get(i, self._prepare)
         image = normalize(item["image"].float().div_(255.0))
         return {"image": image, "audio": item["audio"].clone(), "label": item["label"], "index": i}
 

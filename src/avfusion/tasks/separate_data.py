@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from avfusion.errors import ConfigError, DataError
-from avfusion.tasks.common import AVDIGITS, DataConfig
+from avfusion.tasks.common import AVDIGITS, DataConfig, PreparedCache
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ class AVDigitsMixtureSamples(Dataset):
             raise ConfigError(f"AV-Digits audio is at {SAMPLE_RATE} Hz; set data.sample_rate={SAMPLE_RATE}")
         self.mixtures = AVDigitsMixtures(split, size=size, seed=seed, image_size=data.image_size, cache=False)
         self.data, self.waveforms = data, waveforms
-        self._cache: dict[int, dict[str, Any]] | None = {} if data.cache else None
+        self._cache = PreparedCache(data.cache)
 
     def __len__(self) -> int:
         return len(self.mixtures)
@@ -57,12 +57,7 @@ class AVDigitsMixtureSamples(Dataset):
         from avfusion.transforms import normalize
 
         i = int(index)
-        if self._cache is not None and i in self._cache:
-            item = self._cache[i]
-        else:
-            item = self._prepare(i)
-            if self._cache is not None:
-                self._cache[i] = item
+        item = self._cache.get(i, self._prepare)
         out = {k: v.clone() for k, v in item.items()}
         out["image"] = normalize(item["image"].float().div_(255.0))
         out["index"] = i
