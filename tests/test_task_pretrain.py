@@ -173,16 +173,18 @@ def test_two_processes_equal_one_with_double_batch(tmp_path):
     assert max((one[k] - two_w[k]).abs().max().item() for k in one) <= 2e-5 * scale
 
 
-def test_collate_drops_failed_items(caplog):
-    from avfusion.data.clips import FailedItem
-    from avfusion.errors import DataError
-    from avfusion.tasks.common import SkippingCollate
+def test_a_broken_clip_is_skipped_and_listed_or_stops_the_run(tmp_path, caplog):
+    from tests.test_task_separate import _clip_manifest
 
-    collate = SkippingCollate()
-    good = {"image": torch.zeros(3, 4, 4), "index": 2, "epoch": 0, "id": "a"}
-    with caplog.at_level(logging.WARNING):
-        batch = collate([FailedItem(1, "bad", "/x.mp4", "truncated"), good])
-    assert batch["image"].shape == (1, 3, 4, 4) and batch["index"].tolist() == [2] and batch["id"] == ["a"]
-    assert collate.skipped == 1 and "skipped item bad" in caplog.text
-    with pytest.raises(DataError, match="every item of a batch failed"):
-        collate([FailedItem(1, "bad", "/x.mp4", "truncated")])
+    root = _clip_manifest(tmp_path / "clips")
+    (root / "a1.wav").write_bytes(b"not audio" * 100)            # a train item that cannot be decoded
+    common = ["pretrain", TINY, *SMALL, "data.name=manifest", f"data.root={root}", "data.size=null",
+              "data.eval_size=null", "data.window=1.0", "train.batch_size=2", "train.max_steps=2"]
+    with caplog.at_level(logging.ERROR):
+        assert main([*common, "--output", str(tmp_path / "strict")]) == 1
+    assert "a1.wav: cannot open container" in caplog.text and "[item 'f1.png' of manifest/train]" in caplog.text
+    assert main([*common, "data.on_error=skip", "data.max_error_fraction=0.5",
+                 "--output", str(tmp_path / "skip")]) == 0
+    listed = [json.loads(line) for line in (tmp_path / "skip" / "data_errors.jsonl").read_text().splitlines()]
+    assert listed and {Path(r["path"]).name for r in listed} == {"a1.wav"}
+    assert (tmp_path / "skip" / "final" / "model.safetensors").is_file()

@@ -18,6 +18,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from avfusion.engine import ParamHints, Task, TrainConfig, apply_overrides, build, run_training
+from avfusion.errors import DecodeError
 
 
 @dataclass
@@ -47,7 +48,10 @@ class ToyNet(nn.Module):
 
 
 class ToySet(Dataset):
-    def __init__(self, samples: int, dim: int, seed: int = 1234):
+    """Regression samples; the indices in `broken` raise DecodeError as an unreadable file would."""
+
+    def __init__(self, samples: int, dim: int, seed: int = 1234, broken=()):
+        self.broken = set(broken)
         gen = torch.Generator().manual_seed(seed)
         self.x = torch.randn(samples, dim, generator=gen)
         w = torch.randn(dim, generator=gen)
@@ -57,21 +61,29 @@ class ToySet(Dataset):
         return len(self.x)
 
     def __getitem__(self, i: int):
+        if i in self.broken:
+            raise DecodeError(f"/data/clip{i}.mp4", "truncated file")
         return self.x[i], self.y[i]
 
 
 class ToyTask(Task):
     """Counts loss calls; can return NaN on given calls or SIGKILL itself at one."""
 
-    def __init__(self, nan_calls=(), kill_at_call: int | None = None, with_eval: bool = False):
+    def __init__(self, nan_calls=(), kill_at_call: int | None = None, with_eval: bool = False,
+                 broken=(), on_error: str = "raise", max_error_fraction: float = 0.01):
         self.calls, self.nan_calls, self.kill_at_call = 0, set(nan_calls), kill_at_call
         self.with_eval, self.evaluated = with_eval, 0
+        self.broken, self.errors = tuple(broken), (on_error, max_error_fraction)
+        self.batch_sizes: list[int] = []
 
     def build_model(self, cfg: ToyConfig) -> nn.Module:
         return ToyNet(cfg.toy.dim, cfg.toy.hidden, cfg.toy.dropout)
 
     def train_dataset(self, cfg: ToyConfig) -> Dataset:
-        return ToySet(cfg.toy.samples, cfg.toy.dim)
+        return ToySet(cfg.toy.samples, cfg.toy.dim, broken=self.broken)
+
+    def data_errors(self, cfg: ToyConfig) -> tuple[str, float]:
+        return self.errors
 
     def eval_dataset(self, cfg: ToyConfig):
         return ToySet(20, cfg.toy.dim, seed=99) if self.with_eval else None
@@ -81,6 +93,7 @@ class ToyTask(Task):
         if self.calls == self.kill_at_call:
             os.kill(os.getpid(), signal.SIGKILL)
         x, y = batch
+        self.batch_sizes.append(len(y))
         loss = F.mse_loss(model(x), y)
         if self.calls in self.nan_calls:
             loss = loss * float("nan")

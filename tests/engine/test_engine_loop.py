@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from _engine_toy import ToyConfig, ToyTask, toy_config
 from avfusion.engine import build, run_training
 from avfusion.engine import checkpoint as ckpt
-from avfusion.errors import CheckpointError, ConfigError, NonFiniteLossError
+from avfusion.errors import CheckpointError, ConfigError, DataError, DecodeError, NonFiniteLossError
 
 TOY_SCRIPT = Path(__file__).with_name("_engine_toy.py")
 
@@ -126,6 +126,30 @@ def test_nonfinite_loss_skipped_up_to_limit(tmp_path, caplog):
     with pytest.raises(NonFiniteLossError) as info:
         run_training(ToyTask(nan_calls={3, 10, 16}), cfg, tmp_path / "b", resume=None)
     assert info.value.step == 8
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_failing_item_raises_naming_its_file(tmp_path, workers):
+    with pytest.raises(DecodeError, match=r"clip5\.mp4.*truncated file"):
+        run_training(ToyTask(broken={5}), toy_config([f"train.num_workers={workers}"]), tmp_path, resume=None)
+
+
+def test_skipped_items_are_dropped_counted_and_listed(tmp_path):
+    task = ToyTask(broken={5, 40}, on_error="skip", max_error_fraction=0.05)
+    result = run_training(task, toy_config(), tmp_path, resume=None)
+    assert result.step == 8
+    # each epoch sees both broken items once: two batches are one sample short, nothing is substituted
+    assert sorted(task.batch_sizes) == [7] * 4 + [8] * 12
+    listed = [json.loads(line) for line in (tmp_path / "data_errors.jsonl").read_text().splitlines()]
+    assert sorted((r["epoch"], r["index"], r["path"]) for r in listed) == \
+        [(e, i, f"/data/clip{i}.mp4") for e in (0, 1) for i in (5, 40)]
+    assert all(r["reason"] == "truncated file" for r in listed)
+
+
+def test_too_many_failing_items_stop_the_run(tmp_path):
+    task = ToyTask(broken={5, 40}, on_error="skip", max_error_fraction=0.02)  # 2 of 64 > 1.28
+    with pytest.raises(DataError, match=r"2 of 64 items failed in epoch 0.*data_errors\.jsonl"):
+        run_training(task, toy_config(), tmp_path, resume=None)
 
 
 def test_training_lowers_the_loss_bf16_and_evaluates(tmp_path):

@@ -152,7 +152,8 @@ class ErrorLog:
     def add(self, failures: Sequence[FailedItem]) -> None:
         for f in failures:
             if self.strict:
-                raise DecodeError(f.path, f"{f.reason} [item {f.id!r}, index {f.index}]")
+                named = f"[item {f.id!r}" in f.reason          # the dataset already named the item
+                raise DecodeError(f.path, f.reason if named else f"{f.reason} [item {f.id!r}, index {f.index}]")
             self.failed_in_epoch += 1
             self.failed_total += 1
             record = {"epoch": self.epoch, "rank": self.rank, "index": f.index, "id": f.id,
@@ -190,12 +191,14 @@ class Loader:
         self.loader, self.dataset, self.sampler, self.errors = loader, dataset, sampler, errors
         self.epoch = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        """Reshuffle and select the dataset's randomness for `epoch`."""
+    def set_epoch(self, epoch: int, **sampler_options: Any) -> None:
+        """Reshuffle and select the dataset's randomness for `epoch`; `sampler_options` go to the
+        sampler's `set_epoch` (e.g. the engine's resumable sampler takes `start_batch`)."""
         self.epoch = int(epoch)
-        for obj in (self.sampler, self.dataset):
-            if hasattr(obj, "set_epoch"):
-                obj.set_epoch(self.epoch)
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(self.epoch, **sampler_options)
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(self.epoch)
         self.errors.new_epoch(self.epoch)
 
     def __len__(self) -> int:
@@ -217,10 +220,13 @@ def make_loader(dataset: Dataset, batch_size: int, *, train: bool, seed: int = 0
                 rank: int = 0, world_size: int = 1, sampler: Sampler | None = None,
                 batch_sampler: Sampler | None = None, collate_fn: Callable[[list], Any] | None = None,
                 on_error: str = "raise", max_error_fraction: float = 0.01, run_dir: str | Path | None = None,
-                drop_last: bool | None = None, pin_memory: bool = False) -> Loader:
+                drop_last: bool | None = None, pin_memory: bool = False,
+                generator: torch.Generator | None = None,
+                worker_init_fn: Callable[[int], None] | None = None) -> Loader:
     """A `Loader` over `dataset` for this process (`rank` of `world_size`), or over `sampler` /
     `batch_sampler` when given. Training shuffles per epoch and drops the last short batch by default;
-    evaluation keeps order and every item, and is always strict (`on_error="raise"`).
+    evaluation keeps order and every item, and is always strict (`on_error="raise"`). `generator` and
+    `worker_init_fn` go to the `DataLoader` (they seed its workers).
     """
     if on_error not in ("raise", "skip"):
         raise ConfigError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
@@ -235,15 +241,15 @@ def make_loader(dataset: Dataset, batch_size: int, *, train: bool, seed: int = 0
         raise ConfigError("give a sampler or a batch_sampler, not both")
     collate = _Collate(collate_fn or collate_samples)
     guarded = _Guarded(dataset)
+    common = dict(num_workers=num_workers, collate_fn=collate, pin_memory=pin_memory, generator=generator,
+                  worker_init_fn=worker_init_fn)
     if batch_sampler is not None:
-        loader = DataLoader(guarded, batch_sampler=batch_sampler, num_workers=num_workers,
-                            collate_fn=collate, pin_memory=pin_memory)
+        loader = DataLoader(guarded, batch_sampler=batch_sampler, **common)
         total, used = len(batch_sampler) * batch_size, batch_sampler
     else:
         used = sampler or ShardSampler(len(dataset), shuffle=train, seed=seed, rank=rank, world_size=world_size)
-        loader = DataLoader(guarded, batch_size=batch_size, sampler=used, num_workers=num_workers,
-                            collate_fn=collate, pin_memory=pin_memory,
-                            drop_last=bool(train if drop_last is None else drop_last))
+        loader = DataLoader(guarded, batch_size=batch_size, sampler=used,
+                            drop_last=bool(train if drop_last is None else drop_last), **common)
         total = len(used)
     errors = ErrorLog(strict=on_error == "raise", max_fraction=max_error_fraction, total=total,
                       run_dir=run_dir, rank=rank)

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
+from avfusion.data.loading import make_loader
 from avfusion.engine import checkpoint as ckpt
 from avfusion.engine import distributed as dist
 from avfusion.engine.config import save_config, to_dict
@@ -103,9 +103,12 @@ class _Run:
                                    tc.stream_ramp_epochs)
         self.total_steps = tc.max_steps or tc.epochs * self.steps_per_epoch
         self.loader_gen = torch.Generator()
-        self.loader = DataLoader(self.dataset, batch_sampler=self.sampler, num_workers=tc.num_workers,
-                                 collate_fn=task.collate, pin_memory=env.device.type == "cuda",
-                                 generator=self.loader_gen, worker_init_fn=_seed_worker)
+        on_error, max_error_fraction = task.data_errors(cfg)
+        self.loader = make_loader(self.dataset, tc.batch_size, train=True, batch_sampler=self.sampler,
+                                  collate_fn=task.collate, num_workers=tc.num_workers, rank=env.rank,
+                                  on_error=on_error, max_error_fraction=max_error_fraction, run_dir=out,
+                                  pin_memory=env.device.type == "cuda", generator=self.loader_gen,
+                                  worker_init_fn=_seed_worker)
         self.step = self.epoch = self.batch_in_epoch = self.skipped = 0
         self.last_loss: float | None = None
         self.last_ckpt: Path | None = None
@@ -246,9 +249,8 @@ class _Run:
         model.train()
         window = {"loss": 0.0, "steps": 0, "samples": 0, "logs": {}, "t0": time.perf_counter()}
         while self.step < self.total_steps:
-            self.sampler.set_epoch(self.epoch, start_batch=self.batch_in_epoch)
-            if hasattr(self.dataset, "set_epoch"):  # per-epoch randomness drawn from (seed, epoch, index)
-                self.dataset.set_epoch(self.epoch)
+            # the sampler's order and the dataset's randomness (drawn from (seed, epoch, index)) of this epoch
+            self.loader.set_epoch(self.epoch, start_batch=self.batch_in_epoch)
             self.loader_gen.manual_seed(tc.seed * 1_000_003 + self.epoch * 1_009 + self.env.rank)
             batches = iter(self.loader)
             self.eval_metrics = {}
@@ -338,8 +340,9 @@ class _Run:
         rng = ckpt.capture_rng()
         sampler = ResumableBatchSampler(len(dataset), self.tc.batch_size, rank=self.env.rank,
                                         world_size=self.env.world_size, shuffle=False, drop_last=False)
-        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=self.tc.num_workers,
-                            collate_fn=self.task.collate, pin_memory=self.env.device.type == "cuda")
+        loader = make_loader(dataset, self.tc.batch_size, train=False, batch_sampler=sampler,
+                             collate_fn=self.task.collate, num_workers=self.tc.num_workers, rank=self.env.rank,
+                             pin_memory=self.env.device.type == "cuda")
         model = self.raw_model
         model.eval()
         try:

@@ -52,6 +52,15 @@ class Task(ABC):
         ``model`` may be wrapped (DDP, torch.compile): call it, and use ``unwrap(model)`` for attributes.
         """
 
+    def data_errors(self, cfg: Any) -> tuple[str, float]:
+        """How training treats an item that fails to decode: (``"raise"`` or ``"skip"``, the largest
+        fraction of an epoch's items that may fail before the run stops). Skipped items are dropped
+        from their batch (never replaced), logged, and listed in ``OUTPUT/data_errors.jsonl``.
+        Evaluation is always strict. Default: ``cfg.data.on_error`` and ``cfg.data.max_error_fraction``
+        when the recipe has them, else ("raise", 0.01)."""
+        data = getattr(cfg, "data", None)
+        return str(getattr(data, "on_error", "raise")), float(getattr(data, "max_error_fraction", 0.01))
+
     def eval_dataset(self, cfg: Any) -> Dataset | None:
         """The evaluation set, or None for no evaluation."""
         return None

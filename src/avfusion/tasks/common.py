@@ -42,7 +42,11 @@ class DataConfig:
         crop_min: smallest area of the training RandomResizedCrop (real clips).
         gain_db: training random gain range +-gain_db dB (real clips).
         frame_mode: which video frame a clip uses (see ClipDataset).
-        on_error: what a clip that fails to decode does (see ClipDataset).
+        on_error: what training does with an item that fails to decode: ``raise`` (stop, naming it) or
+            ``skip`` (drop it from its batch, never replaced; logged and listed in
+            ``OUTPUT/data_errors.jsonl``). Evaluation is always strict.
+        max_error_fraction: with ``skip``, the run stops once more than this fraction of an epoch's
+            items failed.
         cache: AV-Digits: keep each prepared scene in memory after its first use.
     """
 
@@ -61,6 +65,7 @@ class DataConfig:
     gain_db: float = 6.0
     frame_mode: str = "exact"
     on_error: str = "raise"
+    max_error_fraction: float = 0.01
     cache: bool = True
 
     def __post_init__(self) -> None:
@@ -203,37 +208,16 @@ class EpochSamples(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
+    def item_id(self, index: int) -> str:
+        return self.dataset.item_id(index) if hasattr(self.dataset, "item_id") else str(index)
+
     def __getitem__(self, index: int) -> Any:
         item = self.dataset[index]
-        if not isinstance(item, dict):  # a FailedItem (data.on_error: skip) goes on to `collate`
+        if not isinstance(item, dict):  # a FailedItem (data.on_error: skip): the loader counts and drops it
             return item
         item = dict(item)
         item["index"], item["epoch"] = int(index), self.epoch
         return item
-
-
-class SkippingCollate:
-    """Batches samples (``avfusion.data.loading.collate_samples``), dropping and counting the items
-    that failed to decode (``data.on_error: skip``); a batch with no good sample is an error."""
-
-    def __init__(self) -> None:
-        self.skipped = 0
-
-    def __call__(self, samples: list) -> dict[str, Any]:
-        from avfusion.data.loading import collate_samples
-        from avfusion.errors import DataError
-
-        good = [s for s in samples if isinstance(s, dict)]
-        for failed in (s for s in samples if not isinstance(s, dict)):
-            self.skipped += 1
-            if self.skipped <= 10 or self.skipped % 100 == 0:
-                log.warning("skipped item %s (%s: %s); %d skipped so far in this process",
-                            getattr(failed, "id", "?"), getattr(failed, "path", "?"),
-                            getattr(failed, "reason", failed), self.skipped)
-        if not good:
-            raise DataError(f"every item of a batch failed to decode ({len(samples)} items); check the "
-                            "dataset with `index.report(check_readable=True)`")
-        return collate_samples(good)
 
 
 class ConcatSamples(ConcatDataset):

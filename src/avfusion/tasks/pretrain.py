@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 
 from avfusion.engine import ParamHints, Task, TrainConfig, unwrap
 from avfusion.errors import ConfigError
-from avfusion.tasks.common import (DataConfig, EpochSamples, ModelConfig, SkippingCollate, build_dataset,
+from avfusion.tasks.common import (DataConfig, EpochSamples, ModelConfig, build_dataset,
                                    encoder_config_for, init_streams, sample_noise)
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,10 @@ class PretrainTask(Task):
         self._streams: tuple[str, ...] = ()  # streams initialised from MAE / AudioMAE files
         self._seed = 0
         self._ks: tuple[int, ...] = (1, 20)
-        self.collate = SkippingCollate()
+
+    def collate(self, samples: list) -> dict:
+        from avfusion.data.loading import collate_samples
+        return collate_samples(samples)
 
     def build_model(self, cfg: PretrainRecipe) -> nn.Module:
         from avfusion.models import build_model
