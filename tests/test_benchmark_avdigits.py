@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,9 +12,10 @@ import torch
 
 from avfusion.benchmark import run_benchmark
 from avfusion.benchmark.progress import StageProgress, duration
-from avfusion.benchmark.stages import ENCODER, FULL, QUICK, plan, stage_keys
+from avfusion.benchmark.stages import FULL, QUICK, plan, stage_keys
 from avfusion.cli import main
 from avfusion.errors import ConfigError
+from avfusion.tasks.common import ENCODER_KEYS
 
 HEADS = ("image", "audio", "fusion", "joint")
 REQUIRED = [
@@ -67,9 +69,13 @@ def test_report_json_has_every_required_number_with_protocol_and_n(quick_run):
     assert set(on_disk["stage_seconds"]) == {f"factorized/{k}" for k in stage_keys()} | {"figures"}
     assert all(s > 0 for s in on_disk["stage_seconds"].values())
     assert "ablation" not in on_disk
+    encoders = set()
     for name, stage in on_disk["config"]["stages"].items():
-        assert set(ENCODER) <= set(stage["overrides"]), name  # one encoder for every stage
-        assert stage["resolved"]["model"]["fusion_type"] == "factorized"
+        resolved = stage["resolved"]
+        assert resolved["model"]["fusion_type"] == "factorized", name
+        encoders.add(json.dumps([resolved["data"]["image_size"], resolved["data"]["n_mels"],
+                                 {k: resolved["model"].get(k) for k in ENCODER_KEYS if "drop" not in k}], sort_keys=True))
+    assert len(encoders) == 1, encoders  # one encoder for every stage
     assert {t["target"] for t in on_disk["targets"]} >= {"linear probe, joint top-1", "separation SDRi (dB)"}
 
 
@@ -139,7 +145,8 @@ def test_plan_uses_one_encoder_and_the_fusion_type():
     stages = plan(quick=False, fusion="dense")
     assert [s.key for s in stages] == list(stage_keys())
     for s in stages:
-        assert s.overrides[:len(ENCODER)] == ENCODER and s.overrides[-1] == "model.fusion_type=dense"
+        assert s.overrides[-1] == "model.fusion_type=dense"
+        assert not any(o.startswith("model.") for o in s.overrides[:-1]), s.overrides  # the encoder is the recipes'
     assert set(QUICK) == set(FULL) == set(stage_keys())
     with pytest.raises(ConfigError, match="fusion"):
         plan(quick=True, fusion="late")
@@ -198,16 +205,20 @@ def test_run_time_target_is_per_pipeline():
 
 def test_every_avdigits_recipe_has_the_benchmark_encoder():
     """A standalone `avfusion pretrain configs/avdigits/pretrain_tiny.yaml` run loads strictly into every
-    downstream AV-Digits recipe, and the benchmark's overrides change no recipe's encoder."""
+    downstream AV-Digits recipe: all resolve to encoder_tiny.yaml's encoder and inputs."""
     from avfusion.benchmark.avdigits import find_configs
     from avfusion.engine import load_config
     from avfusion.tasks.common import encoder_config_for
     from avfusion.tasks.registry import get_recipe
 
     configs = find_configs()
-    recipes = {"pretrain": "pretrain_tiny.yaml", "classify": "classify_linprobe.yaml", "localize": "localize.yaml",
-               "separate": "separate.yaml", "segment": "segment.yaml"}
-    for task, name in recipes.items():
-        plain = load_config(get_recipe(task), configs / name)
-        overridden = load_config(get_recipe(task), configs / name, [*ENCODER, "model.fusion_type=factorized"])
-        assert encoder_config_for(plain.model, plain.data) == encoder_config_for(overridden.model, overridden.data), name
+    recipes = {"pretrain_tiny.yaml": "pretrain", "classify_linprobe.yaml": "classify",
+               "classify_finetune.yaml": "classify", "localize.yaml": "localize", "separate.yaml": "separate",
+               "segment.yaml": "segment"}
+    encoders = {}
+    for name, task in recipes.items():
+        cfg = load_config(get_recipe(task), configs / name)
+        # the architecture and inputs; dropout rates are training settings of each recipe
+        encoders[name] = replace(encoder_config_for(cfg.model, cfg.data), drop=0.0, attn_drop=0.0, drop_path=0.0)
+    assert encoders["pretrain_tiny.yaml"].image_size == (96, 96) and encoders["pretrain_tiny.yaml"].embed_dim == 128
+    assert all(e == encoders["pretrain_tiny.yaml"] for e in encoders.values()), encoders

@@ -1,9 +1,10 @@
 """The stages of the AV-Digits benchmark as data: which task, which recipe, which overrides.
 
 Every stage trains through the one engine from a recipe of ``configs/avdigits`` plus dotted
-overrides. Three groups of overrides are applied, in order: :data:`ENCODER` (one encoder and input
-configuration for every stage, so that the pretrained encoder loads into every downstream model),
-the stage's own sizes (:data:`FULL` or :data:`QUICK`: scenes, epochs, batch), and the fusion type.
+overrides: :data:`COMMON`, the stage's own sizes (:data:`FULL` or :data:`QUICK`: scenes, epochs,
+batch), and the fusion type. The encoder and inputs are not among them: every AV-Digits recipe takes
+them from ``configs/avdigits/encoder_tiny.yaml`` (``defaults: encoder_tiny``), the one place that says
+what the benchmark's encoder is, so that the pretrained encoder loads into every downstream model.
 ``estimate_s`` is the wall time a stage took on 2 idle CPU cores; the progress display scales it by
 how the finished stages compared with their estimates.
 """
@@ -14,19 +15,6 @@ from dataclasses import dataclass
 from avfusion.errors import ConfigError
 
 FUSIONS = ("factorized", "dense", "none")
-
-#: The encoder and inputs of every stage: 96x96 images and 1 s of audio as 64 mel bins x 64 frames,
-#: 16-pixel patches (6 x 6 image grid, 4 x 4 audio grid), width 128 (the segmentation decoder's minimum),
-#: 4 blocks, 4 heads, (4, 2, 2) fusion tokens. The fusion type is added per run. Why 96 and not 64: on a
-#: 4 x 4 grid even a heatmap that marks exactly the true box's share of each patch reaches only AP50 0.57
-#: (fixed@0.5, 300 test scenes), below the random-visible-digit baseline (0.63); on the 6 x 6 grid it
-#: reaches 0.95 (docs/avdigits.md).
-ENCODER = (
-    "data.image_size=96", "data.window=1.0", "data.sample_rate=16000", "data.n_mels=64",
-    "model.preset=tiny", "model.patch_size=16", "model.embed_dim=128", "model.depth=4", "model.num_heads=4",
-    "model.fusion_layers=all", "model.num_fusion_tokens=[4,2,2]", "model.fusion_num_heads=4",
-    "model.fusion_attn_ratio=0.25", "model.fusion_mlp_ratio=1.0",
-)
 
 #: Every stage: no TensorBoard files, and a log record every 5 steps for the training curves.
 COMMON = ("train.tensorboard=false", "train.log_every=5", "train.seed=0")
@@ -42,7 +30,7 @@ class Stage:
         recipe: file name in ``configs/avdigits``.
         title: what the stage does, for the progress display.
         pretrained: start from the pretraining stage's encoder (``model.pretrained``).
-        overrides: the stage's own overrides (after ENCODER).
+        overrides: COMMON, the stage's own overrides, then the fusion type.
         estimate_s: seconds on 2 idle CPU cores (the progress display's prior).
     """
 
@@ -136,7 +124,7 @@ def plan(quick: bool, fusion: str, only: tuple[str, ...] | None = None) -> list[
         if only is not None and key not in only:
             continue
         own, estimate = sizes[key]
-        overrides = (*ENCODER, *COMMON, *own, f"model.fusion_type={fusion}")
+        overrides = (*COMMON, *own, f"model.fusion_type={fusion}")
         stages.append(Stage(key, task, recipe, title, pretrained, overrides, estimate))
     return stages
 
