@@ -18,6 +18,15 @@ def _load_reference(name: str):
     return torch.load(path, weights_only=True)
 
 
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test (same kernels as subprocess runs; fair on a shared machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def official_tiny():
     return _load_reference("official_tiny.pt")

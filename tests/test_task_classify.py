@@ -24,12 +24,7 @@ FAST = ["data.size=24", "data.eval_size=10", "train.batch_size=8", "train.max_st
         "train.tensorboard=false", "train.eval_every=1"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ----------------------------------------------------------------------------- pieces

@@ -24,12 +24,7 @@ SMALL = ["data.size=32", "data.image_size=32", "model.embed_dim=32", "model.num_
          "train.log_every=1", "train.tensorboard=false"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def records(out: Path) -> list[dict]:

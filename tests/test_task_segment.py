@@ -24,12 +24,7 @@ FAST = ["data.size=8", "data.eval_size=4", "train.batch_size=4", "train.max_step
         "train.tensorboard=false", "train.eval_every=1"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # ----------------------------------------------------------------------------- scoring pieces

@@ -21,12 +21,7 @@ FAST = ["data.size=16", "data.eval_size=6", "train.batch_size=4", "train.max_ste
         "train.tensorboard=false", "train.eval_every=1"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
