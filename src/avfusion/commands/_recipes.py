@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 
@@ -16,6 +17,8 @@ def add_recipe_arguments(parser: argparse.ArgumentParser, example: str) -> None:
                         help="'auto': continue from the newest intact checkpoint in DIR (or start fresh); "
                              "PATH: resume from that checkpoint. Without it, a DIR holding checkpoints is refused")
     parser.add_argument("--print-config", action="store_true", help="print the resolved recipe as YAML and exit")
+    from avfusion.engine.slurm import add_arguments
+    add_arguments(parser)
 
 
 def resolve_recipe(recipe_class: type, args: argparse.Namespace) -> Any | None:
@@ -32,3 +35,19 @@ def resolve_recipe(recipe_class: type, args: argparse.Namespace) -> Any | None:
     if not args.output:
         raise ConfigError("--output DIR is required (the run directory)")
     return cfg
+
+
+def submit_if_asked(args: argparse.Namespace, command: list[str]) -> bool:
+    """With --slurm: submit `avfusion COMMAND RECIPE OVERRIDES --output DIR` as a job (paths made absolute,
+    the recipe already checked here) and return True; without it, False."""
+    if not getattr(args, "slurm", False):
+        return False
+    if args.resume is not None:
+        from avfusion.errors import ConfigError
+        raise ConfigError("--slurm jobs always continue from the newest checkpoint of --output (--resume auto "
+                          "is implied); leave --resume out")
+    from avfusion.engine.slurm import launch
+    recipe = Path(args.recipe)
+    recipe = str(recipe.resolve()) if recipe.exists() else args.recipe
+    launch(args, [*command, recipe, *args.overrides, "--output", str(Path(args.output).resolve())])
+    return True

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from avfusion.commands._recipes import add_recipe_arguments, resolve_recipe
+from avfusion.commands._recipes import add_recipe_arguments, resolve_recipe, submit_if_asked
 
 EPILOG = """\
 overrides come right after RECIPE, as dotted key=value pairs (YAML values):
@@ -15,6 +15,8 @@ examples:
   avfusion pretrain configs/pretrain/vggsound_vitb.yaml data.root=/data/vggsound --output runs/vgg --resume auto
   torchrun --standalone --nproc_per_node=8 -m avfusion pretrain configs/pretrain/vggsound_vitb.yaml \\
       data.root=/data/vggsound --output runs/vgg --resume auto
+  avfusion pretrain configs/pretrain/vggsound_vitb.yaml data.root=/data/vggsound --output /shared/runs/vgg \\
+      --slurm --slurm-nodes 2 --slurm-gpus-per-node 8 --slurm-partition gpu      (opt-in; needs submitit)
 
 Batch sizes are per process. The run directory receives config.yaml, metrics.jsonl,
 checkpoints/ and final/ (load with avfusion.from_pretrained). See docs/engine.md.
@@ -36,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
     from avfusion.tasks.pretrain import PretrainRecipe, PretrainTask
 
     cfg = resolve_recipe(PretrainRecipe, args)
+    if cfg is not None and submit_if_asked(args, ["pretrain"]):
+        return 0
     if cfg is not None:
         run_training(PretrainTask(), cfg, args.output, resume=args.resume)  # logs on rank 0 only
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from avfusion.commands._recipes import add_recipe_arguments, resolve_recipe
+from avfusion.commands._recipes import add_recipe_arguments, resolve_recipe, submit_if_asked
 
 DOWNSTREAM = ("classify", "localize", "separate", "segment")
 
@@ -20,6 +20,8 @@ examples:
       model.pretrained=checkpoint_latest.pth --output runs/sep --resume auto
   torchrun --standalone --nproc_per_node=8 -m avfusion train classify configs/classify/vggsound_finetune.yaml \\
       data.root=/data/vggsound model.pretrained=checkpoint_latest.pth --output runs/ft --resume auto
+  avfusion train classify configs/classify/vggsound_finetune.yaml data.root=/data/vggsound \\
+      model.pretrained=checkpoint_latest.pth --output /shared/runs/ft --slurm --slurm-gpus-per-node 8
 
 Batch sizes are per process. DIR receives config.yaml, metrics.jsonl, checkpoints/, final/ and, when
 the recipe evaluates (train.eval_every > 0), evaluation.json with the last evaluation table.
@@ -44,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from avfusion.tasks.registry import get_recipe, get_task
 
     cfg = resolve_recipe(get_recipe(args.task), args)
-    if cfg is None:
+    if cfg is None or submit_if_asked(args, ["train", args.task]):
         return 0
     env = init_distributed(cfg.train.device)  # joined here so that the report is written by rank 0 only
     try:

@@ -1,0 +1,59 @@
+"""The opt-in SLURM launcher, run through submitit's local executor (no cluster needed)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+submitit = pytest.importorskip("submitit")
+
+from avfusion.cli import main  # noqa: E402
+from avfusion.engine.slurm import SlurmOptions, submit  # noqa: E402
+from avfusion.errors import ConfigError  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = str(ROOT / "configs" / "avdigits" / "pretrain_tiny.yaml")
+SMALL = ["data.size=32", "data.image_size=32", "model.embed_dim=32", "model.num_heads=2", "model.depth=2",
+         "model.fusion_num_heads=2", "model.decoder_embed_dim=32", "model.decoder_depth=1",
+         "model.decoder_num_heads=2", "train.batch_size=4", "train.eval_every=0", "train.progress=false",
+         "train.tensorboard=false", "train.log_every=1"]
+
+
+def test_a_two_process_job_trains_with_ddp_and_resumes_when_requeued(tmp_path):
+    out = tmp_path / "run"
+    argv = ["pretrain", TINY, *SMALL, "train.max_steps=2", "--output", str(out)]
+    options = SlurmOptions(gpus_per_node=0, tasks_per_node=2, cpus_per_task=1, time_min=10, cluster="local")
+    job = submit(argv, out, options)
+    assert job.results() == [0, 0]                                   # both tasks finished the command
+    config = (out / "config.yaml").read_text()
+    assert "max_steps: 2" in config and (out / "final" / "model.safetensors").is_file()
+    logs = sorted(p.name for p in (out / "slurm").glob(f"{job.job_id}_*_log.err"))
+    assert len(logs) == 2
+    assert "2 process(es) x batch 4" in (out / "slurm" / logs[0]).read_text()   # one process group of 2
+    # a requeued job runs the same command again: it continues from the checkpoints (here: to step 3)
+    job = submit(["pretrain", TINY, *SMALL, "train.max_steps=3", "--output", str(out)], out, options)
+    assert job.results() == [0, 0]
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]
+
+
+def test_requeue_on_preemption_is_the_same_command():
+    from avfusion.engine.slurm import SlurmRun
+
+    run = SlurmRun(["pretrain", "r.yaml", "--output", "/x", "--resume", "auto"])
+    delayed = run.checkpoint()
+    assert isinstance(delayed, submitit.helpers.DelayedSubmission) and delayed.function.argv == run.argv
+
+
+def test_cli_submits_and_refuses_conflicting_options(tmp_path, capsys, caplog):
+    out = tmp_path / "run"
+    assert main(["pretrain", TINY, *SMALL, "train.max_steps=1", "--output", str(out), "--slurm",
+                 "--slurm-cluster", "debug", "--slurm-gpus-per-node", "0"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("submitted job ") and str(out / "slurm") in printed
+    assert main(["pretrain", TINY, "--output", str(out), "--slurm", "--resume", "auto"]) == 1
+    assert "--resume auto is implied" in caplog.text
+    with pytest.raises(ConfigError, match="need a SLURM cluster"):
+        submit(["pretrain", TINY, "--output", str(out)], out,
+               SlurmOptions(gpus_per_node=0, partition="gpu", cluster="local"))
