@@ -12,12 +12,9 @@ from avfusion.cli import main  # noqa: E402
 from avfusion.engine.slurm import SlurmOptions, submit  # noqa: E402
 from avfusion.errors import ConfigError  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
-TINY = str(ROOT / "configs" / "avdigits" / "pretrain_tiny.yaml")
-SMALL = ["data.size=32", "data.image_size=32", "model.embed_dim=32", "model.num_heads=2", "model.depth=2",
-         "model.fusion_num_heads=2", "model.decoder_embed_dim=32", "model.decoder_depth=1",
-         "model.decoder_num_heads=2", "train.batch_size=4", "train.eval_every=0", "train.progress=false",
-         "train.tensorboard=false", "train.log_every=1"]
+from tests.test_task_pretrain import SMALL as PRETRAIN_SMALL, TINY  # noqa: E402
+
+SMALL = [*PRETRAIN_SMALL, "train.batch_size=4"]
 
 
 def test_a_two_process_job_trains_with_ddp_and_resumes_when_requeued(tmp_path):
