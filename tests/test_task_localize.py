@@ -26,12 +26,7 @@ FAST = ["data.size=16", "data.eval_size=8", "train.batch_size=8", "train.max_ste
         "train.tensorboard=false", "train.eval_every=1", "localize.negatives=3"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_encoder(**kw) -> EarlyFusionEncoder:
@@ -287,3 +282,27 @@ def test_neutral_partner_scores_every_pair_without_the_partner():
     assert torch.allclose(out.patches, other_audio.patches, atol=1e-5)
     assert torch.allclose(out.loss, info_nce(mil_scores(out.query, out.patches), model.temperature), atol=1e-6)
     assert out.image_attention is not None and model.options["neutral_partner"] is True
+
+
+def test_the_encoder_of_a_fine_tuned_classifier_initialises_the_localiser(tmp_path):
+    """model.pretrained accepts any save_pretrained directory holding an encoder, a classifier's included."""
+    from avfusion.checkpoints import from_pretrained, save_pretrained
+    from avfusion.models import build_model
+
+    classifier = build_model("classify", tiny_encoder().config, num_classes=10)
+    with torch.no_grad():
+        for p in classifier.encoder.parameters():
+            p.add_(0.01)  # weights no fresh encoder has
+    save_pretrained(classifier, tmp_path / "cls")
+    recipe = load_config(LocalizeRecipe, RECIPE, ["data.image_size=64", f"model.pretrained={tmp_path / 'cls'}",
+                                                  "model.neutral_partner=true", "model.freeze_encoder=false"])
+    model = LocalizeTask().build_model(recipe)
+    want = classifier.encoder.state_dict()
+    for key, value in model.encoder.state_dict().items():
+        if not key.endswith("pos_embed"):
+            assert torch.equal(value, want[key]), key
+    save_pretrained(model, tmp_path / "loc")
+    again = from_pretrained(tmp_path / "loc")
+    assert again.options["neutral_partner"] is True
+    for key, value in again.encoder.state_dict().items():
+        assert torch.equal(value, model.encoder.state_dict()[key]), key
