@@ -117,3 +117,47 @@ def test_resample_length_and_frequency():
     assert audio.resample(x, 16000, 16000) is x
     with pytest.raises(ValueError):
         audio.resample(x, 0, 16000)
+
+
+@pytest.mark.parametrize("rates", [(44100, 16000), (48000, 16000), (22050, 16000), (8000, 16000),
+                                   (16000, 44100), (32000, 16000), (11025, 16000)])
+def test_resample_equals_scipy_resample_poly(rates):
+    """The batched polyphase filter is resample_poly's filter and alignment: equal up to float32
+    rounding (summation order), for every length, with batch dimensions, in float32 and float64."""
+    from fractions import Fraction
+
+    from scipy.signal import resample_poly
+    rate_in, rate_out = rates
+    r = Fraction(rate_out, rate_in)
+    rng = np.random.default_rng(0)
+    for n in (1, 37, 1000, 44101):
+        x = (0.5 * rng.standard_normal((2, n))).astype(np.float32)
+        want = resample_poly(x, r.numerator, r.denominator, axis=-1)
+        got = audio.resample(x, rate_in, rate_out)
+        assert got.shape == want.shape and got.dtype == np.float32
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+        np.testing.assert_allclose(audio.resample(x[0], rate_in, rate_out), got[0], rtol=0, atol=1e-6)
+    x64 = rng.standard_normal(5000)
+    np.testing.assert_allclose(audio.resample(x64, rate_in, rate_out),
+                               resample_poly(x64, r.numerator, r.denominator), rtol=0, atol=1e-12)
+
+
+def test_resample_integer_input_and_ratios_without_blocks_use_scipy():
+    from scipy.signal import resample_poly
+    x = (np.arange(3000) % 200 - 100).astype(np.int16)
+    y = audio.resample(x, 44100, 16000)
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y, resample_poly(x, 160, 441).astype(np.float32), rtol=0, atol=1e-4)
+    assert audio._polyphase_plan(16001, 16000, "<f4") is None       # up = 16001 (prime): scipy
+    z = np.random.default_rng(1).standard_normal(2000).astype(np.float32)
+    np.testing.assert_array_equal(audio.resample(z, 16000, 16001),
+                                  resample_poly(z, 16001, 16000).astype(np.float32))
+
+
+def test_logmel_caches_do_not_leak_between_calls():
+    wav = torch.rand(48000, generator=torch.Generator().manual_seed(4)) - 0.5
+    first = audio.log_mel_spectrogram(wav, 16000)
+    audio.log_mel_spectrogram(wav * 3, 16000, n_mels=64)
+    torch.testing.assert_close(audio.log_mel_spectrogram(wav, 16000), first, rtol=0, atol=0)
+    torch.testing.assert_close(audio._filterbank(401, 128, 16000), audio.mel_filterbank(401, 128, 16000),
+                               rtol=0, atol=0)

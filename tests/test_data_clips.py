@@ -63,6 +63,81 @@ def test_reader_matches_read_frame_and_read_audio(media):
         clip.audio(0.0, 0.5)
 
 
+def _stereo_clip(path: Path, *, audio_start: float = 0.0, seconds: float = 2.0, rate: int = 44100) -> Path:
+    """A 64x48 H.264 clip with stereo AAC: different pure tones left and right (no noise substitution),
+    the audio stream starting `audio_start` s after the video."""
+    import av
+    with av.open(str(path), "w") as c:
+        v = c.add_stream("libx264", rate=cm.FPS)
+        v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
+        a = c.add_stream("aac", rate=rate)
+        a.layout = "stereo"
+        for k in range(int(seconds * cm.FPS)):
+            for p in v.encode(av.VideoFrame.from_ndarray(np.full((48, 64, 3), cm.grey(k), np.uint8), format="rgb24")):
+                c.mux(p)
+        for p in v.encode():
+            c.mux(p)
+        first = int(round(audio_start * rate))
+        for s in range(0, int((seconds - audio_start) * rate), 1024):
+            t = (s + np.arange(1024)) / rate
+            x = np.stack([0.3 * np.sin(2 * np.pi * 440 * t), 0.2 * np.sin(2 * np.pi * 1000 * t)]).astype(np.float32)
+            f = av.AudioFrame.from_ndarray(x, format="fltp", layout="stereo")
+            f.sample_rate, f.pts = rate, first + s
+            for p in a.encode(f):
+                c.mux(p)
+        for p in a.encode():
+            c.mux(p)
+    return path
+
+
+def test_reader_stereo_mix_and_late_audio_match_read_audio(tmp_path):
+    """The reader sums channels straight from the decoded planes (and leaves silence before a late
+    audio stream): the same samples as read_audio's per-frame mean of to_ndarray, at 44.1 and 48 kHz."""
+    for rate in (44100, 48000):
+        path = _stereo_clip(tmp_path / f"s{rate}.mp4", rate=rate)
+        with open_clip(path) as clip:
+            for start in (0.0, 0.3, 0.8):
+                got = clip.audio(start, start + 1.0)
+                want = read_audio(path, start, start + 1.0)
+                assert got.shape == want.shape == (16000,)
+                # from the file start both decode the same packets: equal; after the reader's seek the
+                # stereo AAC decoder state differs slightly from a decode from the start (~3e-6)
+                np.testing.assert_allclose(got, want, rtol=0, atol=0 if start == 0.0 else 1e-5,
+                                           err_msg=f"{rate} Hz, start {start}")
+        spectrum = np.abs(np.fft.rfft(got[-8000:]))                                   # two tones, 2 Hz bins
+        assert sorted(np.argsort(spectrum)[-2:].tolist()) == [220, 500]
+    late = _stereo_clip(tmp_path / "late.mp4", audio_start=0.4)
+    with open_clip(late) as clip:
+        head = clip.audio(0.0, 1.0)
+        np.testing.assert_allclose(clip.audio(0.8, 1.8), read_audio(late, 0.8, 1.8), rtol=0, atol=1e-5)
+    assert np.abs(head[:int(0.35 * 16000)]).max() == 0.0                          # silence before the stream
+    assert np.abs(head[int(0.5 * 16000):]).min() >= 0.0 and np.abs(head[int(0.5 * 16000):]).max() > 0.2
+
+
+def test_train_crop_resized_in_uint8_agrees_with_the_float_path():
+    """Training's crop + resize runs on uint8 (as the official PIL pipeline): within one grey level of
+    the float resize, and the same geometry (shape, flip)."""
+    from avfusion.data.clips import transform_frames
+    from avfusion.transforms import Geometry, apply_geometry, normalize
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (2, 90, 160, 3), dtype=np.uint8)
+    frames[:, :, :80] //= 4                                                           # a dark left half
+    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    for crop, out, flip in (((5, 10, 70, 120), (56, 56), True), ((0, 0, 90, 160), (64, 48), False),
+                            ((3, 4, 32, 32), (32, 32), False), ((10, 20, 40, 30), (96, 96), True)):
+        geo = Geometry((90, 160), crop, out, flip)
+        fast = transform_frames(frames, geo)
+        x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0
+        slow = normalize(apply_geometry(x, geo))
+        assert fast.shape == slow.shape == (2, 3, *out) and fast.is_contiguous()
+        grey_levels = ((fast - slow).abs() * std * 255.0)
+        assert grey_levels.max() <= 1.001 and grey_levels.mean() < 0.35, (crop, out, flip)
+    eval_geo = Geometry((100, 178), (6, 20, 80, 80), (80, 80), False)                # a first resize: float path
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255.0
+    torch.testing.assert_close(transform_frames(frames, eval_geo), normalize(apply_geometry(x, eval_geo)),
+                               rtol=0, atol=0)
+
+
 def test_read_image_and_mask(tmp_path):
     cm.png(tmp_path / "i.png", np.full((6, 8, 3), 90, np.uint8))
     cm.png(tmp_path / "m.png", (np.eye(6, 8) * 255).astype(np.uint8))

@@ -285,3 +285,17 @@ def test_still_image_reads_as_one_frame(tmp_path):
     info = video.probe(path)
     assert info.has_video and not info.has_audio and (info.width, info.height) == (SIZE, 48)
     np.testing.assert_array_equal(video.read_frame(path, 0.0), img)   # lossless
+
+
+def test_rgb_conversion_with_a_shared_converter_equals_pyav(tmp_path):
+    """_to_rgb reuses one swscale converter per thread: the same pixels as PyAV's own conversion,
+    also when the frame size changes between calls."""
+    small = make_video(tmp_path / "small.mp4", audio=False)
+    frames = []
+    for path in (small, small):
+        with av.open(str(path)) as c:
+            frames += [f for _, f in zip(range(3), c.decode(video=0))]
+    big = av.VideoFrame.from_ndarray(np.random.default_rng(0).integers(0, 256, (48, 80, 3), np.uint8),
+                                     format="rgb24").reformat(format="yuv420p")
+    for frame in (frames[0], big, *frames[1:], big):
+        np.testing.assert_array_equal(video._to_rgb(frame, 0), frame.to_ndarray(format="rgb24"))

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from avfusion.audio import log_mel_spectrogram, random_gain
@@ -22,8 +23,8 @@ from avfusion.data.indexes import Index, Item
 from avfusion.data.item_media import View, read_view
 from avfusion.data.sampling import Stream, numpy_rng, torch_generator
 from avfusion.errors import ConfigError, DataError, DecodeError
-from avfusion.transforms import (Geometry, apply_geometry, apply_geometry_boxes, apply_geometry_mask,
-                                 normalize, random_resized_crop_params)
+from avfusion.transforms import (IMAGENET_MEAN, IMAGENET_STD, Geometry, apply_geometry, apply_geometry_boxes,
+                                 apply_geometry_mask, normalize, random_resized_crop_params)
 from avfusion.transforms import eval_geometry as square_eval_geometry
 
 log = logging.getLogger(__name__)
@@ -63,15 +64,33 @@ def train_geometry(h: int, w: int, out: tuple[int, int], gen: torch.Generator, c
 
 
 def transform_frames(frames: np.ndarray, geo: Geometry) -> torch.Tensor:
-    """(N, H, W, 3) uint8 -> (N, 3, h, w) float, normalised. A crop without a first resize is cut from
-    the uint8 frames before conversion (same values, less work)."""
+    """(N, H, W, 3) uint8 -> (N, 3, h, w) float, normalised.
+
+    A crop without a first resize (training's random resized crop) is cut from the uint8 frames and
+    resized in uint8, as the official pipeline resizes its PIL images (torch's antialiased bilinear
+    uint8 kernel, PIL's filter, rounded to uint8); it then becomes float, flipped and normalised at the
+    output size. That is about 4x cheaper than resizing in float and differs from it by the rounding
+    to uint8 (at most ~1 grey level). A first resize (evaluation) takes the float path."""
     h, w = frames.shape[1:3]
     if geo.resize_to == (h, w):
         top, left, ch, cw = geo.crop
-        frames = frames[:, top:top + ch, left:left + cw]
-        geo = Geometry((ch, cw), (0, 0, ch, cw), geo.out, geo.flip)
+        crop = torch.from_numpy(np.ascontiguousarray(frames[:, top:top + ch, left:left + cw]))
+        x = crop.permute(0, 3, 1, 2)                          # channels-last uint8 (N, 3, ch, cw)
+        if (ch, cw) != tuple(geo.out):
+            x = F.interpolate(x, size=tuple(geo.out), mode="bilinear", align_corners=False, antialias=True)
+        if geo.flip:
+            x = x.flip(-1)
+        return _normalize_uint8(x)
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255.0)
     return normalize(apply_geometry(x, geo))
+
+
+def _normalize_uint8(x: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, 3, h, w) -> contiguous float32 `normalize(x / 255)`, in place on one new tensor."""
+    out = x.contiguous().float().div_(255.0)
+    mean = torch.tensor(IMAGENET_MEAN, dtype=out.dtype).view(-1, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=out.dtype).view(-1, 1, 1)
+    return out.sub_(mean).div_(std)
 
 
 class SampleMaker:

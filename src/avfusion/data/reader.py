@@ -8,22 +8,25 @@ padding, truncation checks) but, in indexed containers (MP4/MOV, Matroska/WebM),
 instead of decoding from the file start; AAC bands coded as noise (perceptual noise substitution) are
 regenerated from the decoder's running random state, so there the samples differ from a decode from
 the start (same spectrum), identically on every read. MP4/MOV files are opened without FFmpeg's stream
-analysis when their header is complete. Decoding is single-threaded: a data worker is one core.
+analysis when their header is complete. Decoding is single-threaded: a data worker is one core. While
+an audio window is demuxed the other streams' packets are skipped, and float audio frames are summed
+over channels straight from their planes (PyAV's per-frame `to_ndarray` costs about what decoding does).
 """
 from __future__ import annotations
 
 import contextlib
 import math
 from fractions import Fraction
-from functools import lru_cache
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import av
 import numpy as np
 import torch
+from av.stream import Discard
 
 from avfusion.audio import pad_or_repeat
+from avfusion.audio import resample as audio_resample
 from avfusion.errors import DecodeError
 from avfusion.media_audio import frame_to_mono
 from avfusion.media_container import (container_start, declared_end, file_duration, frame_rotation,
@@ -42,21 +45,9 @@ _FAST_OPEN = {"skip_frame": "all", "threads": "1"}                  # for the an
 _NO_ANALYSIS = {"probesize": "32", "max_analyze_duration": "1", "fpsprobesize": "0"}
 
 
-@lru_cache(maxsize=16)
-def _lowpass(up: int, down: int) -> np.ndarray:
-    from scipy.signal import firwin
-    max_rate = max(up, down)
-    return firwin(2 * 10 * max_rate + 1, 1.0 / max_rate, window=("kaiser", 5.0))
-
-
 def resample(x: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
-    """`avfusion.audio.resample` for float numpy arrays, bit for bit, with the filter designed once."""
-    if orig_rate == new_rate:
-        return x
-    from scipy.signal import resample_poly
-    ratio = Fraction(int(new_rate), int(orig_rate))
-    h = _lowpass(ratio.numerator, ratio.denominator).astype(x.dtype)
-    return resample_poly(x, ratio.numerator, ratio.denominator, axis=-1, window=h).astype(x.dtype, copy=False)
+    """`avfusion.audio.resample` (what `read_audio` uses), for numpy arrays."""
+    return audio_resample(x, orig_rate, new_rate)
 
 
 class ClipReader:
@@ -117,7 +108,7 @@ class ClipReader:
                     self._cursor = _Cursor(self.container, self.path)
                 frame = _frame_at(self._cursor, times[i], mode)
             out[i] = _to_rgb(frame, frame_rotation(frame))
-        return np.stack(out)
+        return out[0][None] if len(out) == 1 else np.stack(out)    # one frame: no copy
 
     def audio(self, start: float, end: float, sample_rate: int = 16000) -> np.ndarray:
         """Mono float32 samples of [start, end) at `sample_rate`, as `avfusion.video.read_audio` returns."""
@@ -166,23 +157,31 @@ class ClipReader:
     def _decode_audio(self, stream, first: float, last: float) -> tuple[np.ndarray, int, int, bool]:
         """Native-rate mono samples over [first, last) placed by timestamp (as media_audio._decode_window).
 
-        Float frames (what AAC, Opus and Vorbis decode to) are copied whole and averaged over channels
-        once at the end, which gives the same values as per-frame `frame_to_mono` at a fraction of the cost.
+        Float frames (what AAC, Opus and Vorbis decode to) are summed over channels straight from
+        their planes and divided once at the end (`_Buffer`), which gives the same values as per-frame
+        `frame_to_mono` at a fraction of the cost (PyAV's `to_ndarray` costs about as much per frame as
+        decoding it).
         """
         rate = stream.codec_context.sample_rate or stream.rate
-        tb = stream.time_base
-        shift = container_start(self.container) * rate                  # Fraction, samples
+        place = _Placer(stream.time_base, rate, container_start(self.container))
         lo, hi = math.floor(first * rate), math.ceil(last * rate)
         seek_to = self._seek_target(stream, first)
         start_pts = self._from_start(stream)
+        self._cursor = None                          # the demuxer moves under any frame cursor
+        with _only(self.container, stream):
+            return self._decode_window(stream, rate, place, lo, hi, seek_to, start_pts)
+
+    def _decode_window(self, stream, rate: int, place: _Placer, lo: int, hi: int, seek_to: int | None,
+                       start_pts: int) -> tuple[np.ndarray, int, int, bool]:
         for _attempt in range(2):
             if seek_to is not None:
                 self.container.seek(seek_to, stream=stream, backward=True)
             self._moved = True
             buf, filled_to, cursor, reached_end, overshot = None, lo, None, True, False
             for frame in self.container.decode(stream):
-                if frame.pts is not None:
-                    begin = _round_div(frame.pts * tb.numerator * rate, tb.denominator, shift)
+                pts = frame.pts
+                if pts is not None:
+                    begin = pts - place.shift if place.direct else place(pts)
                 elif cursor is not None:
                     begin = cursor
                 else:
@@ -190,14 +189,16 @@ class ClipReader:
                 if cursor is None and begin > lo and seek_to not in (None, start_pts):
                     overshot = True                         # the seek landed after the window: retry
                     break
-                samples = _channels(frame)                  # (C, S) float, or (1, S) mono
+                count = frame.samples
                 if buf is None:
-                    buf = np.zeros((samples.shape[0], hi - lo), samples.dtype)
-                cursor = begin + samples.shape[1]
-                a, b = max(begin, lo), min(cursor, hi)
+                    buf = _Buffer(frame, hi - lo)
+                cursor = begin + count
+                a = begin if begin > lo else lo
+                b = cursor if cursor < hi else hi
                 if b > a:
-                    buf[:, a - lo:b - lo] = samples[:, a - begin:b - begin]
-                    filled_to = max(filled_to, b)
+                    buf.put(frame, count, a - lo, b - lo, a - begin)
+                    if b > filled_to:
+                        filled_to = b
                 if cursor >= hi:
                     reached_end = False
                     break
@@ -206,28 +207,102 @@ class ClipReader:
             seek_to = start_pts
         if buf is None:
             return np.zeros(0, np.float32), rate, lo, reached_end
-        return buf[:, :filled_to - lo].mean(axis=0).astype(np.float32), rate, lo, reached_end
+        return buf.mono(filled_to - lo), rate, lo, reached_end
 
 
-def _round_div(num: int, den: int, shift: Fraction) -> int:
-    """round(num / den - shift) (half to even, as Fraction rounds), integer-only when shift is whole."""
-    if shift.denominator != 1:
-        return round(Fraction(num, den) - shift)
-    q, r = divmod(num, den)
-    q -= int(shift)
-    if 2 * r > den or (2 * r == den and q % 2):
-        q += 1
-    return q
+@contextlib.contextmanager
+def _only(container, stream):
+    """Let the demuxer skip the packets of every other stream (MP4/MOV then does not even read them)."""
+    others = [s for s in container.streams if s.index != stream.index]
+    saved = [s.discard for s in others]
+    for s in others:
+        s.discard = Discard.all
+    try:
+        yield
+    finally:
+        for s, d in zip(others, saved):
+            s.discard = d
 
 
-def _channels(frame) -> np.ndarray:
-    """(C, S) samples of a float audio frame as decoded; other formats as (1, S) mono via frame_to_mono."""
-    name = frame.format.name
-    if name in ("fltp", "dblp"):
-        return frame.to_ndarray()
-    if name in ("flt", "dbl"):
-        return frame.to_ndarray().reshape(-1, frame.layout.nb_channels).T
-    return frame_to_mono(frame)[None]
+class _Placer:
+    """Timestamp (in `time_base` units) -> sample index on the file timeline:
+    round(pts * time_base * rate - origin * rate), half to even as Fraction rounds; integer-only when
+    origin * rate is whole (the usual case), with the conversion factors taken once per window."""
+
+    def __init__(self, time_base: Fraction, rate: int, origin: Fraction):
+        self.num, self.den = time_base.numerator * rate, time_base.denominator
+        shift = Fraction(origin) * rate
+        self.shift = int(shift) if shift.denominator == 1 else shift
+        self.direct = self.num == self.den and isinstance(self.shift, int)   # time base 1/rate
+
+    def __call__(self, pts: int) -> int:
+        if self.direct:
+            return pts - self.shift
+        if not isinstance(self.shift, int):
+            return round(Fraction(pts * self.num, self.den) - self.shift)
+        q, r = divmod(pts * self.num, self.den)
+        q -= self.shift
+        if 2 * r > self.den or (2 * r == self.den and q % 2):
+            q += 1
+        return q
+
+
+_FLOAT_FORMATS = {"fltp": np.float32, "dblp": np.float64, "flt": np.float32, "dbl": np.float64}
+
+
+class _Buffer:
+    """The channel sum of a window's decoded samples, filled frame by frame straight from the frames'
+    planes, divided by the channel count at the end: for float frames (what AAC, Opus and Vorbis decode
+    to) the same arithmetic, in the decoder's float type, as numpy's mean over channels (`frame_to_mono`),
+    without PyAV's costly `to_ndarray` or a (channels, samples) copy. Other sample formats, and frames
+    whose format or layout differs from the window's first, go through `frame_to_mono`."""
+
+    def __init__(self, frame, length: int):
+        self.format = frame.format.name
+        self.dtype = _FLOAT_FORMATS.get(self.format)
+        self.planar = frame.format.is_planar
+        self.channels = frame.layout.nb_channels if self.dtype is not None else 1
+        self.data = np.empty(length, self.dtype or np.float32)
+        self.end = 0                                                  # data[:end] is written or zeroed
+
+    def put(self, frame, count: int, a: int, b: int, skip: int) -> None:
+        """Samples skip .. skip + (b - a) of `frame` (which holds `count`) into positions a .. b."""
+        if a > self.end:
+            self.data[self.end:a] = 0                                 # a gap between frames is silence
+        if b > self.end:
+            self.end = b
+        out, end = self.data[a:b], skip + b - a
+        if self.dtype is None or frame.format.name != self.format or frame.layout.nb_channels != self.channels:
+            out[:] = frame_to_mono(frame)[skip:end] * self.channels     # summed like the other frames
+        elif self.planar:
+            planes, dtype = frame.planes, self.dtype
+            if self.channels == 2:                                    # the common case, in one step
+                np.add(np.frombuffer(planes[0], dtype, count)[skip:end],
+                       np.frombuffer(planes[1], dtype, count)[skip:end], out=out)
+            else:
+                self._sum([np.frombuffer(plane, dtype, count)[skip:end] for plane in planes], out)
+        else:
+            packed = np.frombuffer(frame.planes[0], self.dtype, count * self.channels)
+            self._sum(list(packed.reshape(count, self.channels)[skip:end].T), out)
+
+    @staticmethod
+    def _sum(rows: list, out: np.ndarray) -> None:
+        """out = rows[0] + rows[1] + ..., added in channel order as numpy's mean over channels adds."""
+        if len(rows) == 1:
+            out[:] = rows[0]
+            return
+        np.add(rows[0], rows[1], out=out)
+        for row in rows[2:]:
+            out += row
+
+    def mono(self, filled: int) -> np.ndarray:
+        """The mean over channels of positions 0 .. filled, float32 (the buffer is used up)."""
+        data = self.data[:filled]
+        if filled > self.end:
+            data[self.end:] = 0
+        if self.channels > 1:
+            data /= self.channels
+        return data.astype(np.float32, copy=False)
 
 
 def _complete(container) -> bool:
