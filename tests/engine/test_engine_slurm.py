@@ -54,3 +54,21 @@ def test_cli_submits_and_refuses_conflicting_options(tmp_path, capsys, caplog):
     with pytest.raises(ConfigError, match="need a SLURM cluster"):
         submit(["pretrain", TINY, "--output", str(out)], out,
                SlurmOptions(gpus_per_node=0, partition="gpu", cluster="local"))
+
+
+def test_the_sbatch_script_asks_for_the_options(tmp_path, monkeypatch):
+    """What a real cluster would get, without one: submitit only needs an `srun` on PATH to build it."""
+    from avfusion.engine.slurm import make_executor
+
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "srun").write_text("#!/bin/sh\nexit 0\n")
+    (fake / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{__import__('os').environ['PATH']}")
+    options = SlurmOptions(nodes=2, gpus_per_node=8, cpus_per_task=10, time_min=600, partition="gpu",
+                           account="vision", constraint="volta32gb", mem_gb=400)
+    script = make_executor(tmp_path / "run", options)._executor._make_submission_file_text("CMD", "uid")
+    for line in ("--nodes=2", "--ntasks-per-node=8", "--gpus-per-node=8", "--cpus-per-task=10", "--time=600",
+                 "--partition=gpu", "--account=vision", "--constraint=volta32gb", "--mem=400GB", "--signal=USR2@120"):
+        assert f"#SBATCH {line}" in script, line
+    assert str(tmp_path / "run" / "slurm") in script

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 from avfusion.errors import ConfigError
 
-__all__ = ["SlurmOptions", "SlurmRun", "submit"]
+__all__ = ["SlurmOptions", "SlurmRun", "make_executor", "submit"]
 
 CLUSTERS = ("slurm", "local", "debug")
 
@@ -95,18 +95,14 @@ class SlurmRun:
         return _submitit().helpers.DelayedSubmission(SlurmRun(self.argv))
 
 
-def submit(argv: Sequence[str], output: str | Path, options: SlurmOptions):
-    """Submit `avfusion ARGV --resume auto` as a job; its logs go to OUTPUT/slurm/. Returns the job."""
+def make_executor(output: str | Path, options: SlurmOptions):
+    """A submitit executor with the job's resources; its logs go to OUTPUT/slurm/."""
     submitit = _submitit()
-    argv = [str(a) for a in argv]
-    if "--resume" in argv:
-        raise ConfigError("with --slurm the job always resumes from OUTPUT's newest checkpoint (--resume auto); "
-                          "leave --resume out")
     folder = Path(output).resolve() / "slurm"       # JOBID_TASK_log.out / .err
     executor = submitit.AutoExecutor(folder=folder, cluster=None if options.cluster == "slurm" else options.cluster)
     params: dict[str, Any] = dict(nodes=options.nodes, tasks_per_node=options.processes_per_node,
                                   cpus_per_task=options.cpus_per_task, timeout_min=options.time_min,
-                                  name=f"avfusion-{argv[0]}")
+                                  name="avfusion")
     if options.gpus_per_node:
         params["gpus_per_node"] = options.gpus_per_node
     if options.mem_gb is not None:
@@ -119,6 +115,17 @@ def submit(argv: Sequence[str], output: str | Path, options: SlurmOptions):
     elif any(v is not None for v in slurm_only.values()):
         raise ConfigError("--slurm-partition/--slurm-account/--slurm-qos/--slurm-constraint need a SLURM cluster")
     executor.update_parameters(**params)
+    return executor
+
+
+def submit(argv: Sequence[str], output: str | Path, options: SlurmOptions):
+    """Submit `avfusion ARGV --resume auto` as a job; its logs go to OUTPUT/slurm/. Returns the job."""
+    argv = [str(a) for a in argv]
+    if "--resume" in argv:
+        raise ConfigError("with --slurm the job always resumes from OUTPUT's newest checkpoint (--resume auto); "
+                          "leave --resume out")
+    executor = make_executor(output, options)
+    executor.update_parameters(name=f"avfusion-{argv[0]}")
     return executor.submit(SlurmRun([*argv, "--resume", "auto"]))
 
 
