@@ -23,8 +23,8 @@ from avfusion.data.indexes import Index, Item
 from avfusion.data.item_media import View, read_view
 from avfusion.data.sampling import Stream, numpy_rng, torch_generator
 from avfusion.errors import ConfigError, DataError, DecodeError
-from avfusion.transforms import (IMAGENET_MEAN, IMAGENET_STD, Geometry, apply_geometry, apply_geometry_boxes,
-                                 apply_geometry_mask, normalize, random_resized_crop_params)
+from avfusion.transforms import (Geometry, apply_geometry, apply_geometry_boxes, apply_geometry_mask,
+                                 normalize, random_resized_crop_params)
 from avfusion.transforms import eval_geometry as square_eval_geometry
 
 log = logging.getLogger(__name__)
@@ -80,17 +80,9 @@ def transform_frames(frames: np.ndarray, geo: Geometry) -> torch.Tensor:
             x = F.interpolate(x, size=tuple(geo.out), mode="bilinear", align_corners=False, antialias=True)
         if geo.flip:
             x = x.flip(-1)
-        return _normalize_uint8(x)
+        return normalize(x.contiguous().float().div_(255.0))
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255.0)
     return normalize(apply_geometry(x, geo))
-
-
-def _normalize_uint8(x: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, 3, h, w) -> contiguous float32 `normalize(x / 255)`, in place on one new tensor."""
-    out = x.contiguous().float().div_(255.0)
-    mean = torch.tensor(IMAGENET_MEAN, dtype=out.dtype).view(-1, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=out.dtype).view(-1, 1, 1)
-    return out.sub_(mean).div_(std)
 
 
 class SampleMaker:

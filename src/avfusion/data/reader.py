@@ -25,15 +25,14 @@ import numpy as np
 import torch
 from av.stream import Discard
 
-from avfusion.audio import pad_or_repeat
-from avfusion.audio import resample as audio_resample
+from avfusion.audio import pad_or_repeat, resample
 from avfusion.errors import DecodeError
 from avfusion.media_audio import frame_to_mono
 from avfusion.media_container import (container_start, declared_end, file_duration, frame_rotation,
                                       open_input, seconds_to_pts)
 from avfusion.video import _Cursor, _frame_at, _to_rgb  # the exact-decoding machinery, shared on purpose
 
-__all__ = ["ClipReader", "open_clip", "read_image", "read_mask", "resample"]
+__all__ = ["ClipReader", "open_clip", "read_image", "read_mask"]
 
 _MODES = ("exact", "keyframe")
 _MARGIN = 0.05            # seconds decoded beyond each end of an audio window (resampling context)
@@ -43,11 +42,6 @@ _INDEXED_FORMATS = ("mov", "mp4", "matroska", "webm")
 _MP4_SUFFIXES = (".mp4", ".m4v", ".m4a", ".mov")
 _FAST_OPEN = {"skip_frame": "all", "threads": "1"}                  # for the analysis only
 _NO_ANALYSIS = {"probesize": "32", "max_analyze_duration": "1", "fpsprobesize": "0"}
-
-
-def resample(x: np.ndarray, orig_rate: int, new_rate: int) -> np.ndarray:
-    """`avfusion.audio.resample` (what `read_audio` uses), for numpy arrays."""
-    return audio_resample(x, orig_rate, new_rate)
 
 
 class ClipReader:
@@ -233,11 +227,9 @@ class _Placer:
         self.num, self.den = time_base.numerator * rate, time_base.denominator
         shift = Fraction(origin) * rate
         self.shift = int(shift) if shift.denominator == 1 else shift
-        self.direct = self.num == self.den and isinstance(self.shift, int)   # time base 1/rate
+        self.direct = self.num == self.den and isinstance(self.shift, int)   # time base 1/rate: pts - shift
 
     def __call__(self, pts: int) -> int:
-        if self.direct:
-            return pts - self.shift
         if not isinstance(self.shift, int):
             return round(Fraction(pts * self.num, self.den) - self.shift)
         q, r = divmod(pts * self.num, self.den)

@@ -95,14 +95,14 @@ class SlurmRun:
         return _submitit().helpers.DelayedSubmission(SlurmRun(self.argv))
 
 
-def make_executor(output: str | Path, options: SlurmOptions):
+def make_executor(output: str | Path, options: SlurmOptions, name: str = "avfusion"):
     """A submitit executor with the job's resources; its logs go to OUTPUT/slurm/."""
     submitit = _submitit()
     folder = Path(output).resolve() / "slurm"       # JOBID_TASK_log.out / .err
     executor = submitit.AutoExecutor(folder=folder, cluster=None if options.cluster == "slurm" else options.cluster)
     params: dict[str, Any] = dict(nodes=options.nodes, tasks_per_node=options.processes_per_node,
                                   cpus_per_task=options.cpus_per_task, timeout_min=options.time_min,
-                                  name="avfusion")
+                                  name=name)
     if options.gpus_per_node:
         params["gpus_per_node"] = options.gpus_per_node
     if options.mem_gb is not None:
@@ -124,8 +124,7 @@ def submit(argv: Sequence[str], output: str | Path, options: SlurmOptions):
     if "--resume" in argv:
         raise ConfigError("with --slurm the job always resumes from OUTPUT's newest checkpoint (--resume auto); "
                           "leave --resume out")
-    executor = make_executor(output, options)
-    executor.update_parameters(name=f"avfusion-{argv[0]}")
+    executor = make_executor(output, options, name=f"avfusion-{argv[0]}")
     return executor.submit(SlurmRun([*argv, "--resume", "auto"]))
 
 
