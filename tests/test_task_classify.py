@@ -92,6 +92,45 @@ def test_mixup_lambda_is_a_function_of_seed_epoch_and_index():
     assert not torch.equal(lam, other_epoch)
 
 
+def test_modality_dropout_silences_samples_and_trains_only_the_image_head_on_them():
+    from types import SimpleNamespace
+
+    from avfusion.errors import ConfigError
+
+    cfg = load_config(ClassifyRecipe, FINETUNE, ["classify.modality_dropout=0.5", "classify.label_smoothing=0"])
+    task = ClassifyTask()
+    task.cfg, task._num_classes, task._frequency = cfg, 3, None
+    torch.manual_seed(0)
+    logits = {h: torch.randn(8, 3) for h in ("image", "audio", "fusion")}
+    seen = {}
+
+    def model(image, audio):
+        seen["audio"] = audio
+        return SimpleNamespace(**{f"logits_{h}": v for h, v in logits.items()})
+
+    audio = torch.rand(8, 1, 4, 5) + 1.0
+    batch = {"image": torch.zeros(8, 3, 2, 2), "audio": audio, "label": torch.tensor([0, 1, 2, 0, 1, 2, 0, 1]),
+             "epoch": torch.tensor([0] * 8), "index": torch.arange(8)}
+    total, parts = task.loss(model, batch)
+    heard = seen["audio"].flatten(1).ne(0).all(1)
+    silent = seen["audio"].flatten(1).eq(0).all(1)
+    assert bool((heard | silent).all()) and 0 < int(silent.sum()) < 8        # whole samples, some of each
+    assert torch.equal(seen["audio"][heard], audio[heard])
+
+    def ce(lg, y):
+        return float(-torch.log_softmax(lg, -1)[torch.arange(len(y)), y].mean())
+
+    y = batch["label"]
+    assert float(parts["loss_image"]) == pytest.approx(ce(logits["image"], y), rel=1e-6)       # every sample
+    for h in ("audio", "fusion"):                                                             # heard ones only
+        assert float(parts[f"loss_{h}"]) == pytest.approx(ce(logits[h][heard], y[heard]), rel=1e-6)
+    assert float(total) == pytest.approx(sum(float(v) for v in parts.values()) / 3, rel=1e-6)
+    task.loss(model, batch)                                                   # the same draw again
+    assert torch.equal(seen["audio"].flatten(1).eq(0).all(1), silent)
+    with pytest.raises(ConfigError, match="loss=heads"):
+        load_config(ClassifyRecipe, FINETUNE, ["classify.modality_dropout=0.5", "classify.loss=joint"])
+
+
 # ----------------------------------------------------------------------------- AV-Digits runs
 @pytest.fixture(scope="module")
 def linprobe_run(tmp_path_factory):

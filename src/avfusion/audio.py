@@ -91,8 +91,11 @@ def _stft(waveform: torch.Tensor, sample_rate: int) -> torch.Tensor:
 
 
 def power_spectrogram(waveform: torch.Tensor, sample_rate: int) -> torch.Tensor:
-    """(..., T) -> (..., n_fft // 2 + 1, T // hop + 1) power |STFT|^2."""
-    return _stft(waveform, sample_rate).abs().pow(2)
+    """(..., T) -> (..., n_fft // 2 + 1, T // hop + 1) power |STFT|^2 = re^2 + im^2 (the same as
+    squaring the magnitude up to float rounding, without its square root)."""
+    parts = torch.view_as_real(_stft(waveform, sample_rate))                  # (..., F, frames, 2)
+    re, im = parts[..., 0], parts[..., 1]
+    return torch.addcmul(re * re, im, im)
 
 
 def log_mel_spectrogram(waveform: torch.Tensor, sample_rate: int, n_mels: int = 128,
@@ -106,7 +109,7 @@ def log_mel_spectrogram(waveform: torch.Tensor, sample_rate: int, n_mels: int = 
         raise TypeError(f"waveform must be a floating-point tensor, got {waveform.dtype}")
     num_samples = int(round(duration * sample_rate))
     waveform = pad_or_repeat(waveform, num_samples)
-    power = _stft(waveform, sample_rate).abs().pow_(2)                         # (..., F, frames + 1)
+    power = power_spectrogram(waveform, sample_rate)                          # (..., F, frames + 1)
     fb = _filterbank(power.shape[-2], n_mels, sample_rate).to(power)          # (F, n_mels)
     mel = (power.transpose(-1, -2) @ fb).transpose(-1, -2)                    # (..., n_mels, frames + 1)
     return mel.add_(LOG_EPS).log10_()[..., :-1]

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 __all__ = [
-    "IMAGENET_MEAN", "IMAGENET_STD", "Geometry", "to_float_tensor", "normalize", "resize",
+    "IMAGENET_MEAN", "IMAGENET_STD", "Geometry", "to_float_tensor", "normalize", "normalize_uint8", "resize",
     "random_resized_crop_params", "train_geometry", "eval_geometry", "apply_geometry",
     "apply_geometry_boxes", "apply_geometry_mask", "train_transform", "eval_transform",
     "train_transform_joint", "eval_transform_joint",
@@ -56,6 +57,22 @@ def normalize(x: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Te
     m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
     s = torch.tensor(std, dtype=x.dtype, device=x.device).view(-1, 1, 1)
     return (x - m) / s
+
+
+@lru_cache(maxsize=8)
+def _uint8_affine(mean: tuple, std: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift), each (C, 1, 1) float32, with x * scale + shift = (x / 255 - mean) / std."""
+    m, s = torch.tensor(mean, dtype=torch.float64), torch.tensor(std, dtype=torch.float64)
+    return (1.0 / (255.0 * s)).float().view(-1, 1, 1), (-m / s).float().view(-1, 1, 1)
+
+
+def normalize_uint8(x: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Tensor:
+    """uint8 (..., C, H, W) -> float32 (x / 255 - mean) / std per channel, in one multiply-add
+    (equal to `normalize` of x / 255 up to float rounding, and about 3x cheaper)."""
+    if x.dtype != torch.uint8:
+        raise TypeError(f"normalize_uint8 takes uint8 images, got {x.dtype}")
+    scale, shift = _uint8_affine(tuple(mean), tuple(std))
+    return torch.addcmul(shift.to(x.device), x.float(), scale.to(x.device))
 
 
 def resize(x: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:

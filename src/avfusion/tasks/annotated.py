@@ -68,11 +68,11 @@ class AnnotatedAVDigits(Dataset):
         }
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        from avfusion.transforms import normalize
+        from avfusion.transforms import normalize_uint8
 
         i = int(index)
         item = self._cache.get(i, self._prepare)
         out = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in item.items()}
-        out["image"] = normalize(item["image"].float().div_(255.0))
+        out["image"] = normalize_uint8(item["image"])
         out["index"] = i
         return out

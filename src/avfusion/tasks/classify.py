@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 HEADS = ("image", "audio", "fusion", "joint")
 MIXUP_STREAM = 2  # noise stream of sample_noise (0, 1: pretraining masks)
+DROPOUT_STREAM = 3
 
 
 @dataclass
@@ -68,6 +69,10 @@ class ClassifyConfig:
         dense_windows: clip datasets: evaluate each clip on this many windows spread over its central
             10 s and average the logits (official: 10); 0: one centred window.
         map_variant: "seen" or "nanmean" (multi-label mAP protocol).
+        modality_dropout: probability that a training sample is seen without its sound: its log-mel
+            is replaced by the all-zero one (the localiser's neutral partner) and only the image head
+            learns from it, so the image stream must recognise the class from the image alone
+            (``loss: heads`` only; the draw is a function of (seed, epoch, index)). 0: off.
     """
 
     loss: Literal["joint", "heads"] = "joint"
@@ -79,12 +84,18 @@ class ClassifyConfig:
     reweight: bool = False
     dense_windows: int = 0
     map_variant: Literal["seen", "nanmean"] = "seen"
+    modality_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.label_smoothing < 1 or self.mixup < 0 or not 0 <= self.mixup_prob <= 1:
             raise ConfigError("classify: label_smoothing in [0, 1), mixup >= 0 and mixup_prob in [0, 1] required")
         if self.dense_windows < 0:
             raise ConfigError("classify.dense_windows must be >= 0")
+        if not 0 <= self.modality_dropout < 1:
+            raise ConfigError(f"classify.modality_dropout must be in [0, 1), got {self.modality_dropout}")
+        if self.modality_dropout > 0 and self.loss != "heads":
+            raise ConfigError("classify.modality_dropout needs classify.loss=heads (a sample without its "
+                              "sound trains the image head only)")
 
 
 @dataclass
@@ -220,12 +231,23 @@ class ClassifyTask(ReportedEvaluation, Task):
         targets = soft_targets(batch["label"], self._num_classes, c.label_smoothing, c.multi_label).to(image.device)
         if c.mixup > 0:
             image, audio, targets = mixup(image, audio, targets, self._mixup_lambda(batch).to(image.device))
+        heard = None
+        if c.modality_dropout > 0:
+            u = sample_noise(self.cfg.train.seed, batch["epoch"], batch["index"], 1, DROPOUT_STREAM)[:, 0]
+            heard = (u >= c.modality_dropout).to(image.device)                  # (B,) False: no sound
+            audio = audio * heard.to(audio.dtype).view(-1, *([1] * (audio.ndim - 1)))
         out = model(image, audio)
         freq = self._frequency.to(image.device) if (c.reweight and self._frequency is not None) else None
         if c.loss == "joint":
             return head_loss(out.logits, targets, c.multi_label, freq), {}
-        losses = {f"loss_{h}": head_loss(lg, targets, c.multi_label, freq)
-                  for h, lg in zip(HEADS, (out.logits_image, out.logits_audio, out.logits_fusion))}
+        losses = {}
+        for h, lg in zip(HEADS, (out.logits_image, out.logits_audio, out.logits_fusion)):
+            rows = heard if (heard is not None and h != "image") else None      # the sound's heads: heard only
+            if rows is not None and not bool(rows.any()):
+                losses[f"loss_{h}"] = lg.sum() * 0.0                            # nothing heard in this batch
+                continue
+            losses[f"loss_{h}"] = head_loss(lg if rows is None else lg[rows],
+                                            targets if rows is None else targets[rows], c.multi_label, freq)
         total = sum(losses.values()) / 3.0
         return total, {k: v.detach() for k, v in losses.items()}
 

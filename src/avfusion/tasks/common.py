@@ -184,11 +184,11 @@ class AVDigitsSamples(Dataset):
         return {"image": image, "audio": audio, "label": int(scene["label"])}
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        from avfusion.transforms import normalize
+        from avfusion.transforms import normalize_uint8
 
         i = int(index)
         item = self._cache.get(i, self._prepare)
-        image = normalize(item["image"].float().div_(255.0))
+        image = normalize_uint8(item["image"])
         return {"image": image, "audio": item["audio"].clone(), "label": item["label"], "index": i}
 
 
