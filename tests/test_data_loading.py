@@ -70,6 +70,27 @@ def test_raise_keeps_the_error_type_across_workers(workers):
         indices(loader)
 
 
+class Named(Toy):
+    """A dataset that says itself which sample needed the failing file (as ClipDataset does)."""
+
+    def __getitem__(self, i):
+        try:
+            return super().__getitem__(i)
+        except DecodeError as e:
+            raise DecodeError(e.path, e.reason, f"mixture 'm{i}' of toy/train") from e
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_the_failing_sample_is_named_once_by_whoever_knows_it(workers):
+    with pytest.raises(DecodeError) as plain:
+        indices(make_loader(Toy(10, bad={7}), 4, train=False, num_workers=workers))
+    assert str(plain.value) == "/data/item7.mp4: cannot open container [item 'item7', index 7]"
+    with pytest.raises(DecodeError) as named:
+        indices(make_loader(Named(10, bad={7}), 4, train=False, num_workers=workers))
+    assert str(named.value) == "/data/item7.mp4: cannot open container [mixture 'm7' of toy/train]"
+    assert named.value.reason == "cannot open container" and named.value.where == "mixture 'm7' of toy/train"
+
+
 def test_evaluation_is_strict_and_covers_every_item_once():
     with pytest.raises(ConfigError, match="strict"):
         make_loader(Toy(10), 4, train=False, on_error="skip")

@@ -7,12 +7,16 @@ class AvfusionError(Exception):
 
 
 class DecodeError(AvfusionError):
-    """A media file could not be decoded as asked (missing, damaged, lacking a stream, time out of range)."""
+    """A media file could not be decoded as asked (missing, damaged, lacking a stream, time out of range).
 
-    def __init__(self, path, reason: str):
+    ``where`` says which sample needed the file (e.g. "item 'abc' of vggsound/train"), once, whoever adds it.
+    """
+
+    def __init__(self, path, reason: str, where: str | None = None):
         self.path = str(path)
         self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
+        self.where = where
+        super().__init__(f"{self.path}: {reason}" + (f" [{where}]" if where else ""))
 
 
 class DataError(AvfusionError):

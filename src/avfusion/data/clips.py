@@ -43,6 +43,7 @@ class FailedItem:
     id: str
     path: str
     reason: str
+    where: str | None = None      # the sample that needed the file, when the dataset said
 
 
 def eval_geometry(h: int, w: int, out: tuple[int, int]) -> Geometry:
@@ -188,7 +189,7 @@ class ClipDataset(Dataset):
         except DecodeError as e:
             if self.on_error == "skip":
                 return FailedItem(i, item.id, e.path, e.reason)
-            raise DecodeError(e.path, f"{e.reason} [item {item.id!r} of {self.name}/{self.split}]") from e
+            raise DecodeError(e.path, e.reason, f"item {item.id!r} of {self.name}/{self.split}") from e
 
     def _sample(self, i: int, item: Item) -> dict[str, Any]:
         m = self.maker

@@ -101,7 +101,7 @@ class _Guarded(Dataset):
             return self.dataset[i]
         except DecodeError as e:
             item_id = self.dataset.item_id(i) if hasattr(self.dataset, "item_id") else str(i)
-            return FailedItem(int(i), item_id, e.path, e.reason)
+            return FailedItem(int(i), item_id, e.path, e.reason, e.where)
 
 
 class _Collate:
@@ -152,8 +152,7 @@ class ErrorLog:
     def add(self, failures: Sequence[FailedItem]) -> None:
         for f in failures:
             if self.strict:
-                named = f"[item {f.id!r}" in f.reason          # the dataset already named the item
-                raise DecodeError(f.path, f.reason if named else f"{f.reason} [item {f.id!r}, index {f.index}]")
+                raise DecodeError(f.path, f.reason, f.where or f"item {f.id!r}, index {f.index}")
             self.failed_in_epoch += 1
             self.failed_total += 1
             record = {"epoch": self.epoch, "rank": self.rank, "index": f.index, "id": f.id,

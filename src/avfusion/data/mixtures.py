@@ -125,7 +125,7 @@ class MixtureDataset(Dataset):
         except DecodeError as e:
             if self.on_error == "skip":
                 return FailedItem(i, mix_id, e.path, e.reason)
-            raise DecodeError(e.path, f"{e.reason} [mixture {mix_id!r} of {self.name}/{self.split}]") from e
+            raise DecodeError(e.path, e.reason, f"mixture {mix_id!r} of {self.name}/{self.split}") from e
 
     def _sample(self, i: int, mix_id: str, items: list[Item]) -> dict[str, Any]:
         m = self.maker
