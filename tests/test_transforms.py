@@ -39,6 +39,17 @@ def test_to_float_tensor_and_normalize():
         T.to_float_tensor(torch.zeros(3, 4, 5, dtype=torch.int32))
 
 
+def test_normalize_uint8_equals_normalize_of_the_scaled_image():
+    x = torch.arange(256, dtype=torch.uint8).repeat(3, 4, 1)[None]               # (1, 3, 4, 256): every value
+    got = T.normalize_uint8(x)
+    assert got.dtype == torch.float32 and got.shape == x.shape
+    torch.testing.assert_close(got, T.normalize(x.float() / 255.0), rtol=0, atol=1e-6)
+    mean, std = torch.tensor(T.IMAGENET_MEAN), torch.tensor(T.IMAGENET_STD)
+    assert torch.allclose(got[0, :, 0, 0], -mean / std) and torch.allclose(got[0, :, 0, 255], (1 - mean) / std)
+    with pytest.raises(TypeError, match="uint8"):
+        T.normalize_uint8(x.float())
+
+
 def test_eval_transform_resizes_shorter_side_then_centre_crops():
     img = np.zeros((300, 400, 3), np.uint8)
     img[:, 200:] = 255                                          # right half white

@@ -71,7 +71,8 @@ def transform_frames(frames: np.ndarray, geo: Geometry) -> torch.Tensor:
     resized in uint8, as the official pipeline resizes its PIL images (torch's antialiased bilinear
     uint8 kernel, PIL's filter, rounded to uint8); it then becomes float, flipped and normalised at the
     output size. That is about 4x cheaper than resizing in float and differs from it by the rounding
-    to uint8 (at most ~1 grey level); the uint8 result is normalised in one multiply-add. A first resize (evaluation) takes the float path."""
+    to uint8 (at most ~1 grey level); the uint8 result is normalised in one multiply-add. A first
+    resize (evaluation) takes the float path."""
     h, w = frames.shape[1:3]
     if geo.resize_to == (h, w):
         top, left, ch, cw = geo.crop
