@@ -165,7 +165,7 @@ def separation(directory: Path, stage_result, count: int = 3) -> list[Path]:
     for i in range(len(items)):
         item = items[i]
         k = item["image"].shape[0]
-        labels = [int(v) for v in items.mixtures[i]["label"]]
+        labels = [int(v) for v in items.scenes[i]["label"]]
         with torch.no_grad():
             logits = model(item["image"], item["audio"].expand(k, -1, -1, -1)).mask_logits[:, 0]  # (K, n_mels, T)
         estimates = mask_to_waveform(item["mixture_waveform"].expand(k, -1), logits, data.sample_rate, data.n_mels)

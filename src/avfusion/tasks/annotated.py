@@ -15,10 +15,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
-from avfusion.errors import ConfigError
-from avfusion.tasks.common import DataConfig, PreparedCache
+from avfusion.tasks.common import AVDigitsTaskSet, DataConfig
 
 
 def boxes_mask(boxes: np.ndarray, size: int) -> np.ndarray:
@@ -29,21 +27,12 @@ def boxes_mask(boxes: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
-class AnnotatedAVDigits(Dataset):
-    """The first ``size`` scenes of ``split`` with image, audio, label, index and annotations."""
+class AnnotatedAVDigits(AVDigitsTaskSet):
+    """``size`` scenes of ``split`` with image, audio, label, index and annotations."""
 
-    def __init__(self, split: str, data: DataConfig, seed: int = 0, size: int | None = None):
-        from avfusion.data.avdigits import SAMPLE_RATE, AVDigits
-
-        if data.sample_rate != SAMPLE_RATE:
-            raise ConfigError(f"AV-Digits audio is at {SAMPLE_RATE} Hz; set data.sample_rate={SAMPLE_RATE}")
-        self.scenes = AVDigits(split, size=size, seed=seed, image_size=data.image_size, cache=False)
-        self.data = data
+    def __init__(self, split: str, data: DataConfig, seed: int = 0, size: int | None = None, train: bool = False):
+        super().__init__(split, data, seed, size, train)
         self.all_digits_kind = "masks" if len(self.scenes) and "masks" in self.scenes[0] else "boxes"
-        self._cache = PreparedCache(data.cache)
-
-    def __len__(self) -> int:
-        return len(self.scenes)
 
     def _prepare(self, i: int) -> dict[str, Any]:
         from avfusion.audio import log_mel_spectrogram

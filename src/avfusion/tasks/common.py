@@ -47,7 +47,12 @@ class DataConfig:
             ``OUTPUT/data_errors.jsonl``). Evaluation is always strict.
         max_error_fraction: with ``skip``, the run stops once more than this fraction of an epoch's
             items failed.
-        cache: AV-Digits: keep each prepared scene in memory after its first use.
+        cache: AV-Digits: keep each prepared scene in memory after its first use (sets that draw fresh
+            scenes every epoch never cache).
+        layout: AV-Digits: where the digits are drawn, ``grid`` (2 x 2 patches, corners on the patch grid)
+            or ``free`` (any size and position; version 1 of the benchmark).
+        fresh: AV-Digits: training draws a new range of ``size`` scenes every epoch (scenes
+            ``epoch * size ...``); false: the same ``size`` scenes every epoch. Evaluation sets are fixed.
     """
 
     name: str = AVDIGITS
@@ -67,10 +72,14 @@ class DataConfig:
     on_error: str = "raise"
     max_error_fraction: float = 0.01
     cache: bool = True
+    layout: str = "grid"
+    fresh: bool = True
 
     def __post_init__(self) -> None:
         if self.image_size < 1 or self.n_mels < 1 or self.sample_rate < 1 or self.window <= 0:
             raise ConfigError("data.image_size, data.n_mels, data.sample_rate and data.window must be positive")
+        if self.layout not in ("grid", "free"):
+            raise ConfigError(f"data.layout must be grid or free, got {self.layout!r}")
         if self.name != AVDIGITS and (self.size is not None or self.eval_size is not None):
             raise ConfigError("data.size and data.eval_size apply to avdigits only")
 
@@ -159,20 +168,35 @@ class PreparedCache:
         return self._items[index]
 
 
-class AVDigitsSamples(Dataset):
-    """AV-Digits scenes as task samples (no augmentation: the scenes are random already)."""
+class AVDigitsTaskSet(Dataset):
+    """What the AV-Digits task sets share: their source (an ``avfusion.data.avdigits`` dataset of the
+    split, size, seed, image size and layout of the recipe), the prepared-sample cache, and, for a
+    training set with ``data.fresh``, a new range of scenes every epoch (:meth:`set_epoch`)."""
 
-    def __init__(self, split: str, data: DataConfig, seed: int = 0, size: int | None = None):
-        from avfusion.data.avdigits import SAMPLE_RATE, AVDigits
+    source: str = "AVDigits"  # the avfusion.data.avdigits dataset class the items come from
 
-        if data.sample_rate != SAMPLE_RATE:
-            raise ConfigError(f"AV-Digits audio is at {SAMPLE_RATE} Hz; set data.sample_rate={SAMPLE_RATE}")
-        self.scenes = AVDigits(split, size=size, seed=seed, image_size=data.image_size, cache=False)
+    def __init__(self, split: str, data: DataConfig, seed: int = 0, size: int | None = None, train: bool = False):
+        from avfusion.data import avdigits
+
+        if data.sample_rate != avdigits.SAMPLE_RATE:
+            raise ConfigError(f"AV-Digits audio is at {avdigits.SAMPLE_RATE} Hz; set data.sample_rate="
+                              f"{avdigits.SAMPLE_RATE}")
+        self.scenes = getattr(avdigits, self.source)(split, size=size, seed=seed, image_size=data.image_size, cache=False, layout=data.layout)
         self.data = data
-        self._cache = PreparedCache(data.cache)
+        self.fresh = bool(train and data.fresh)
+        self._cache = PreparedCache(data.cache and not self.fresh)
 
     def __len__(self) -> int:
         return len(self.scenes)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Fresh sets: item ``i`` of epoch ``e`` is scene ``e * len + i`` (no scene is seen twice)."""
+        if self.fresh:
+            self.scenes.set_start(int(epoch) * len(self.scenes))
+
+
+class AVDigitsSamples(AVDigitsTaskSet):
+    """AV-Digits scenes as task samples (no augmentation: the scenes are random already)."""
 
     def _prepare(self, i: int) -> dict[str, Any]:
         from avfusion.audio import log_mel_spectrogram
@@ -235,7 +259,7 @@ def build_dataset(data: DataConfig, split: str, *, train: bool, seed: int = 0) -
         return ConcatSamples([build_dataset(data, part, train=train, seed=seed) for part in split.split("+")])
     if data.name == AVDIGITS:
         size = data.size if split == data.train_split else data.eval_size
-        return AVDigitsSamples(split, data, seed=seed, size=size)
+        return AVDigitsSamples(split, data, seed=seed, size=size, train=train)
     from avfusion.data.indexes import available, open_index
 
     if data.name not in available():

@@ -152,7 +152,7 @@ class SegmentTask(ReportedEvaluation, Task):
             from avfusion.tasks.annotated import AnnotatedAVDigits
 
             size = cfg.data.size if split == cfg.data.train_split else cfg.data.eval_size
-            return AnnotatedAVDigits(split, cfg.data, seed=cfg.train.seed, size=size)
+            return AnnotatedAVDigits(split, cfg.data, seed=cfg.train.seed, size=size, train=train)
         from avfusion.tasks.segment_data import AVSBenchFrames
 
         data = AVSBenchFrames(self._open_index(cfg), split, cfg.data, train=train, num_classes=self.num_classes(cfg),

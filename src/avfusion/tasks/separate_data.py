@@ -18,31 +18,26 @@ import torch
 from torch.utils.data import Dataset
 
 from avfusion.errors import ConfigError, DataError
-from avfusion.tasks.common import AVDIGITS, DataConfig, PreparedCache
+from avfusion.tasks.common import AVDIGITS, AVDigitsTaskSet, DataConfig
 
 log = logging.getLogger(__name__)
 
 
-class AVDigitsMixtureSamples(Dataset):
-    """The fixed AV-Digits mixtures of ``split`` (two scenes with different sounding digits)."""
+class AVDigitsMixtureSamples(AVDigitsTaskSet):
+    """AV-Digits mixtures of ``split`` (two scenes with different sounding digits): fixed for evaluation,
+    a fresh range every epoch for training (``data.fresh``)."""
+
+    source = "AVDigitsMixtures"
 
     def __init__(self, split: str, data: DataConfig, seed: int = 0, size: int | None = None,
-                 waveforms: bool = False):
-        from avfusion.data.avdigits import SAMPLE_RATE, AVDigitsMixtures
-
-        if data.sample_rate != SAMPLE_RATE:
-            raise ConfigError(f"AV-Digits audio is at {SAMPLE_RATE} Hz; set data.sample_rate={SAMPLE_RATE}")
-        self.mixtures = AVDigitsMixtures(split, size=size, seed=seed, image_size=data.image_size, cache=False)
-        self.data, self.waveforms = data, waveforms
-        self._cache = PreparedCache(data.cache)
-
-    def __len__(self) -> int:
-        return len(self.mixtures)
+                 waveforms: bool = False, train: bool = False):
+        super().__init__(split, data, seed, size, train)
+        self.waveforms = waveforms
 
     def _prepare(self, i: int) -> dict[str, Any]:
         from avfusion.audio import log_mel_spectrogram
 
-        item = self.mixtures[i]
+        item = self.scenes[i]
         sources = torch.from_numpy(item["target"]).float()  # (2, L)
         mixture = sources.sum(0)
         mels = log_mel_spectrogram(torch.cat([mixture[None], sources]), self.data.sample_rate, self.data.n_mels,
@@ -96,7 +91,7 @@ def build_mixtures(data: DataConfig, split: str, *, train: bool, seed: int, sep)
         if sep.num_sources != 2:
             raise ConfigError("AV-Digits mixtures have 2 sources; set separate.num_sources=2")
         size = data.size if split == data.train_split else data.eval_size
-        return AVDigitsMixtureSamples(split, data, seed=seed, size=size, waveforms=not train)
+        return AVDigitsMixtureSamples(split, data, seed=seed, size=size, waveforms=not train, train=train)
     if not data.root:
         raise ConfigError(f"data.root is required for {data.name}: pass data.root=/path/to/{data.name}")
     from avfusion.data.clips import MixtureDataset

@@ -13,6 +13,11 @@ BACKGROUND_MAX = 64  # background channels are drawn from [0, BACKGROUND_MAX)
 PIXEL_NOISE = 6  # uniform integer pixel noise in [-PIXEL_NOISE, PIXEL_NOISE], per channel
 MASK_THRESHOLD = 0.5  # stroke mask: upscaled glyph intensity > this
 MIN_IMAGE_SIZE = 32
+LAYOUTS = ("grid", "free")
+#: Layout ``grid``: every digit covers GRID_SPAN x GRID_SPAN cells of GRID_CELL pixels (the patch size of
+#: the benchmark's encoder), its corner on the cell grid, so that a patch sees one quarter of one glyph.
+GRID_CELL = 16
+GRID_SPAN = 2
 _PLACE_TRIES = 64
 _LAYOUT_TRIES = 32
 
@@ -26,9 +31,23 @@ class Glyph:
     colour: np.ndarray
 
 
-def glyph_sizes(image_size: int) -> tuple[int, int]:
-    """Smallest and largest digit side (inclusive): about S/4 and S/2.4."""
+def check_layout(layout: str) -> str:
+    if layout not in LAYOUTS:
+        raise DataError(f"unknown AV-Digits layout {layout!r}; use one of {LAYOUTS}")
+    return layout
+
+
+def glyph_sizes(image_size: int, layout: str = "free") -> tuple[int, int]:
+    """Smallest and largest digit side (inclusive): GRID_SPAN cells (``grid``), or about S/4 and S/2.4
+    (``free``)."""
+    if check_layout(layout) == "grid":
+        return GRID_CELL * GRID_SPAN, GRID_CELL * GRID_SPAN
     return round(image_size / 4), round(image_size / 2.4)
+
+
+def layout_step(layout: str) -> int:
+    """The pixel step of the digits' corners: GRID_CELL (``grid``) or 1 (``free``)."""
+    return GRID_CELL if check_layout(layout) == "grid" else 1
 
 
 @functools.lru_cache(maxsize=64)
@@ -73,8 +92,9 @@ def background(rng: np.random.Generator, image_size: int) -> np.ndarray:
     return img
 
 
-def layout(rng: np.random.Generator, sizes: list[int], image_size: int) -> list[tuple[int, int]]:
-    """Top-left corners (y, x) of squares of the given sides, pairwise disjoint, by rejection sampling.
+def layout(rng: np.random.Generator, sizes: list[int], image_size: int, step: int = 1) -> list[tuple[int, int]]:
+    """Top-left corners (y, x), multiples of ``step``, of squares of the given sides, pairwise disjoint,
+    by rejection sampling.
 
     Each square draws 64 candidate corners at once and takes the first that overlaps no square
     placed before it; if none does, the whole layout restarts (at most 32 times).
@@ -82,7 +102,9 @@ def layout(rng: np.random.Generator, sizes: list[int], image_size: int) -> list[
     for _ in range(_LAYOUT_TRIES):
         corners: list[tuple[int, int]] = []
         for n in sizes:
-            yx = rng.integers(0, image_size - n + 1, (_PLACE_TRIES, 2))  # (tries, 2)
+            if n > image_size:
+                break
+            yx = rng.integers(0, (image_size - n) // step + 1, (_PLACE_TRIES, 2)) * step  # (tries, 2)
             free = np.ones(_PLACE_TRIES, dtype=bool)
             for (y2, x2), n2 in zip(corners, sizes):
                 free &= ((yx[:, 0] >= y2 + n2) | (yx[:, 0] + n <= y2)
@@ -94,7 +116,7 @@ def layout(rng: np.random.Generator, sizes: list[int], image_size: int) -> list[
         if len(corners) == len(sizes):
             return corners
     raise DataError(f"cannot place digits of sides {sizes} without overlap on a {image_size}-pixel "
-                    "canvas; use a larger image_size")
+                    f"canvas{f' with corners on a {step}-pixel grid' if step > 1 else ''}; use a larger image_size")
 
 
 def paint(canvas: np.ndarray, glyph: Glyph, y: int, x: int) -> tuple[np.ndarray, np.ndarray]:

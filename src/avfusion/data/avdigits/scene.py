@@ -3,6 +3,13 @@
 A scene: 1-3 handwritten digits of distinct classes on a dark canvas, exactly one of them spoken in
 the 1 s audio. A mixture: two scenes whose sounding digits differ (and whose images do not show the
 other scene's sounding digit), with the sum of their waveforms.
+
+Layouts (``layout``): ``grid`` (default) puts every digit on 2 x 2 cells of 16 pixels, its corner on
+the cell grid (the encoder's patches); ``free`` draws sides of about S/4 to S/2.4 at any pixel.
+
+The unimodal pools of the benchmark's first stage (each stream learns its modality alone, the
+counterpart of MAE on ImageNet and AudioMAE on AudioSet): :func:`render_glyph` (one digit on a canvas,
+no sound) and :func:`render_sound` (one recording in its noisy 1 s window, no image).
 """
 from __future__ import annotations
 
@@ -16,7 +23,8 @@ from avfusion.errors import DataError
 MAX_DIGITS = 3
 DEFAULT_IMAGE_SIZE = 96
 SPLIT_IDS = {"train": 0, "test": 1}
-_SCENE_STREAM, _MIXTURE_STREAM = 0, 1
+DEFAULT_LAYOUT = "grid"
+_SCENE_STREAM, _MIXTURE_STREAM, _GLYPH_STREAM, _SOUND_STREAM = 0, 1, 2, 3
 
 
 def _rng_seed(split: str, index: int, seed: int, stream: int) -> np.random.SeedSequence:
@@ -32,11 +40,13 @@ def _check_size(image_size: int) -> int:
     return int(image_size)
 
 
-def _compose(rng: np.random.Generator, split: str, image_size: int,
-             label: int | None = None, exclude: Iterable[int] = ()) -> dict[str, Any]:
-    """Draw and render one scene. ``label`` forces the sounding class; ``exclude`` bans classes."""
+def _compose(rng: np.random.Generator, split: str, image_size: int, layout: str,
+             label: int | None = None, exclude: Iterable[int] = (), num_digits: int | None = None,
+             with_sound: bool = True) -> dict[str, Any]:
+    """Draw and render one scene. ``label`` forces the sounding class; ``exclude`` bans classes;
+    ``num_digits`` forces K; ``with_sound=False`` draws no audio (and no audio keys)."""
     img = canvas.background(rng, image_size)
-    k = int(rng.integers(1, MAX_DIGITS + 1))
+    k = int(rng.integers(1, MAX_DIGITS + 1)) if num_digits is None else int(num_digits)
     if label is None:
         label = int(rng.integers(10))
     banned = {label, *exclude}
@@ -47,11 +57,11 @@ def _compose(rng: np.random.Generator, split: str, image_size: int,
 
     pixels, _ = sources.digit_images()
     pool = sources.image_pool(split)
-    lo, hi = canvas.glyph_sizes(image_size)
+    lo, hi = canvas.glyph_sizes(image_size, layout)
     image_ids = [int(pool[c][rng.integers(pool[c].size)]) for c in classes]
-    glyphs = [canvas.Glyph(pixels[i], int(rng.integers(lo, hi + 1)), canvas.bright_colour(rng))
+    glyphs = [canvas.Glyph(pixels[i], int(rng.integers(lo, hi + 1)) if hi > lo else lo, canvas.bright_colour(rng))
               for i in image_ids]
-    corners = canvas.layout(rng, [g.size for g in glyphs], image_size)
+    corners = canvas.layout(rng, [g.size for g in glyphs], image_size, canvas.layout_step(layout))
 
     boxes = np.zeros((MAX_DIGITS, 4), dtype=np.int64)
     mask = np.zeros((image_size, image_size), dtype=bool)
@@ -60,14 +70,9 @@ def _compose(rng: np.random.Generator, split: str, image_size: int,
         if j == sounding:
             mask[y:y + glyph.size, x:x + glyph.size] = stroke
     image = canvas.finish(rng, img)
-
-    names = sources.audio_pool(split)[label]
-    source = names[int(rng.integers(len(names)))]
-    snd = sound.make_sound(rng, sources.load_recording(source))
     pad = [-1] * (MAX_DIGITS - k)
-    return {
+    scene = {
         "image": image,  # (S, S, 3) uint8
-        "audio": snd.audio,  # (16000,) float32
         "label": label,
         "box": boxes[sounding].copy(),  # (4,) x0, y0, x1, y1, exclusive ends
         "mask": mask,  # (S, S) bool
@@ -76,6 +81,19 @@ def _compose(rng: np.random.Generator, split: str, image_size: int,
         "num_digits": k,
         "sounding": sounding,  # position of the sounding digit in classes/boxes
         "image_ids": np.array(image_ids + pad, dtype=np.int64),  # sklearn digit indices
+    }
+    if with_sound:
+        scene.update(_sound(rng, split, label))
+    return scene
+
+
+def _sound(rng: np.random.Generator, split: str, label: int) -> dict[str, Any]:
+    """A random recording of ``label`` from the split's pool in its noisy 1 s window."""
+    names = sources.audio_pool(split)[label]
+    source = names[int(rng.integers(len(names)))]
+    snd = sound.make_sound(rng, sources.load_recording(source))
+    return {
+        "audio": snd.audio,  # (16000,) float32
         "source": source,  # FSDD recording name
         "offset": snd.offset,
         "snr_db": snd.snr_db,
@@ -83,8 +101,8 @@ def _compose(rng: np.random.Generator, split: str, image_size: int,
     }
 
 
-def render_scene(split: str, index: int, seed: int = 0,
-                 image_size: int = DEFAULT_IMAGE_SIZE) -> dict[str, Any]:
+def render_scene(split: str, index: int, seed: int = 0, image_size: int = DEFAULT_IMAGE_SIZE,
+                 layout: str = DEFAULT_LAYOUT) -> dict[str, Any]:
     """Scene ``index`` of ``split``; byte-identical for the same arguments.
 
     Keys: image (S,S,3) uint8, audio (16000,) float32 at 16 kHz, label, box (4,) and mask (S,S) of
@@ -94,21 +112,42 @@ def render_scene(split: str, index: int, seed: int = 0,
     """
     size = _check_size(image_size)
     rng = np.random.default_rng(_rng_seed(split, index, seed, _SCENE_STREAM))
-    return _compose(rng, split, size)
+    return _compose(rng, split, size, canvas.check_layout(layout))
 
 
-def render_mixture(split: str, index: int, seed: int = 0,
-                   image_size: int = DEFAULT_IMAGE_SIZE) -> dict[str, Any]:
+def render_glyph(split: str, index: int, seed: int = 0, image_size: int = DEFAULT_IMAGE_SIZE,
+                 layout: str = DEFAULT_LAYOUT) -> dict[str, Any]:
+    """Image ``index`` of the unimodal image pool of ``split``: one handwritten digit on a canvas, no sound.
+
+    Keys as :func:`render_scene` without the audio ones (num_digits 1); its own random stream, so the
+    pool is independent of the audio-visual scenes.
+    """
+    size = _check_size(image_size)
+    rng = np.random.default_rng(_rng_seed(split, index, seed, _GLYPH_STREAM))
+    return _compose(rng, split, size, canvas.check_layout(layout), num_digits=1, with_sound=False)
+
+
+def render_sound(split: str, index: int, seed: int = 0) -> dict[str, Any]:
+    """Sound ``index`` of the unimodal audio pool of ``split``: one spoken digit in its noisy 1 s window,
+    no image. Keys: audio (16000,) float32, label, source, offset, snr_db, noise."""
+    rng = np.random.default_rng(_rng_seed(split, index, seed, _SOUND_STREAM))
+    label = int(rng.integers(10))
+    return {"label": label, **_sound(rng, split, label)}
+
+
+def render_mixture(split: str, index: int, seed: int = 0, image_size: int = DEFAULT_IMAGE_SIZE,
+                   layout: str = DEFAULT_LAYOUT) -> dict[str, Any]:
     """Mixture ``index`` of ``split``: two scenes with different sounding digits, stacked.
 
     Keys: mixture (16000,) float32 = target[0] + target[1]; target (2, 16000), each scene's own
     waveform; and every other scene key stacked on a leading axis of 2 (image (2,S,S,3), label (2,), ...).
     """
     size = _check_size(image_size)
+    layout = canvas.check_layout(layout)
     seq = _rng_seed(split, index, seed, _MIXTURE_STREAM)
     labels = [int(c) for c in np.random.default_rng(seq).choice(10, 2, replace=False)]
     seqs = seq.spawn(2)
-    scenes = [_compose(np.random.default_rng(seqs[j]), split, size, label=labels[j], exclude=[labels[1 - j]])
+    scenes = [_compose(np.random.default_rng(seqs[j]), split, size, layout, label=labels[j], exclude=[labels[1 - j]])
               for j in range(2)]
     out = {key: np.stack([np.asarray(s[key]) for s in scenes]) for key in scenes[0] if key != "audio"}
     out["target"] = np.stack([s["audio"] for s in scenes])
