@@ -6,7 +6,10 @@ import sys
 
 from avfusion.commands._recipes import add_recipe_arguments, resolve_recipe, submit_if_asked
 
-DOWNSTREAM = ("classify", "localize", "separate", "segment")
+from avfusion.tasks.registry import downstream_tasks
+
+DOWNSTREAM = downstream_tasks()
+TRAINABLE = ("unimodal", *DOWNSTREAM)  # unimodal: a stream's initialisation (its own modality alone)
 
 EPILOG = """\
 overrides come right after RECIPE, as dotted key=value pairs (YAML values):
@@ -14,6 +17,8 @@ overrides come right after RECIPE, as dotted key=value pairs (YAML values):
   train.max_steps=100  train.batch_size=32  data.root=/data/vggsound  classify.mixup=0
 
 examples:
+  avfusion train unimodal configs/avdigits/unimodal_image.yaml --output runs/image_stream
+      (then model.image_init=runs/image_stream/final/stream.pth in a pretraining recipe)
   avfusion train classify configs/avdigits/classify_linprobe.yaml model.pretrained=runs/tiny/final \\
       --output runs/tiny_linprobe
   avfusion train separate configs/separate/vggsound_music.yaml data.root=/data/vggsound \\
@@ -31,11 +36,14 @@ Evaluate a trained model with `avfusion evaluate TASK RECIPE --checkpoint DIR/fi
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "train", help="train a downstream task (classify, localize, separate, segment) from a recipe",
+        "train", help="train a downstream task (classify, localize, separate, segment) or a unimodal stream "
+                      "initialisation from a recipe",
         description="Train a downstream task through the training engine: fine-tuning or a linear "
-                    "probe of a pretrained encoder. Runs alone, or under torchrun (DDP).",
+                    "probe of a pretrained encoder; or `unimodal`: one stream alone on its own modality "
+                    "(the counterpart of MAE / AudioMAE), saved as DIR/final/stream.pth for "
+                    "model.image_init / model.audio_init. Runs alone, or under torchrun (DDP).",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("task", choices=DOWNSTREAM, help="the task")
+    p.add_argument("task", choices=TRAINABLE, help="the task")
     add_recipe_arguments(p, "configs/avdigits/classify_linprobe.yaml")
     p.set_defaults(func=run)
 

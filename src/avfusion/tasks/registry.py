@@ -12,6 +12,7 @@ from types import ModuleType
 from avfusion.errors import ConfigError
 
 TASKS: dict[str, str] = {
+    "unimodal": "avfusion.tasks.unimodal",
     "pretrain": "avfusion.tasks.pretrain",
     "classify": "avfusion.tasks.classify",
     "localize": "avfusion.tasks.localize",
@@ -20,8 +21,17 @@ TASKS: dict[str, str] = {
 }
 
 
+#: Stages before the downstream tasks: unimodal stream initialisation, then audio-visual pretraining.
+PRETRAINING = ("unimodal", "pretrain")
+
+
 def task_names() -> tuple[str, ...]:
     return tuple(TASKS)
+
+
+def downstream_tasks() -> tuple[str, ...]:
+    """The tasks that train and evaluate on top of an encoder (``avfusion train`` / ``avfusion evaluate``)."""
+    return tuple(name for name in TASKS if name not in PRETRAINING)
 
 
 def _module(name: str) -> ModuleType:

@@ -1,0 +1,79 @@
+"""One modality stream trained alone: the counterpart of MAE on ImageNet and AudioMAE on AudioSet.
+
+DeepAVFusion starts both streams of its encoder from unimodal pretraining. :class:`StreamClassifier`
+(supervised on the unimodal class) and :class:`StreamMAE` (masked reconstruction of the stream's own
+patches) train one :class:`ModalityStream`; the stream's weights are then what ``load_stream_init``
+reads (``{"model": stream.state_dict()}``, the official MAE key layout), and the head or decoder is
+discarded.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from avfusion.models.layers import init_linear_and_norm
+from avfusion.models.pretrain import MAEDecoder, Masking, masked_patch_loss, patchify
+from avfusion.models.stream import ModalityStream
+
+OBJECTIVES = ("supervised", "mae")
+
+
+@dataclass
+class StreamOutput:
+    loss: torch.Tensor
+    logits: torch.Tensor | None = None  # (B, C), supervised
+    pred: torch.Tensor | None = None  # (B, L, p*p*C), mae
+    mask: torch.Tensor | None = None  # (B, L), mae: 1 = removed
+
+
+class StreamClassifier(nn.Module):
+    """A stream, mean pooling of its normalised tokens, LayerNorm and a linear head; cross-entropy."""
+
+    def __init__(self, stream: ModalityStream, num_classes: int, label_smoothing: float = 0.0):
+        super().__init__()
+        self.stream = stream
+        self.head_norm = nn.LayerNorm(stream.embed_dim)
+        self.head = nn.Linear(stream.embed_dim, num_classes)
+        self.label_smoothing = label_smoothing
+        init_linear_and_norm(self.head_norm)
+        init_linear_and_norm(self.head)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None, noise: torch.Tensor | None = None
+                ) -> StreamOutput:
+        logits = self.head(self.head_norm(self.stream(x).mean(dim=1)))
+        loss = (F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing) if labels is not None
+                else logits.new_zeros(()))
+        return StreamOutput(loss, logits=logits)
+
+
+class StreamMAE(nn.Module):
+    """A stream as a masked autoencoder: the visible patches through the stream, a plain decoder
+    predicts the removed ones (MSE over removed patches, optionally per-patch normalised targets)."""
+
+    def __init__(self, stream: ModalityStream, mask_ratio: float = 0.75, decoder_embed_dim: int = 128,
+                 decoder_depth: int = 2, decoder_num_heads: int = 4, norm_pix_loss: bool = False):
+        super().__init__()
+        if not 0.0 < mask_ratio < 1.0:
+            raise ValueError(f"mask_ratio must be in (0, 1), got {mask_ratio}")
+        self.stream = stream
+        self.mask_ratio, self.norm_pix_loss = mask_ratio, norm_pix_loss
+        p = stream.patch_embed.patch_size
+        channels = stream.patch_embed.proj.in_channels
+        self.patch_size = p
+        self.decoder = MAEDecoder(stream.grid_size, stream.embed_dim, p * p * channels, decoder_embed_dim,
+                                  decoder_depth, decoder_num_heads)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None, noise: torch.Tensor | None = None
+                ) -> StreamOutput:
+        """``noise`` (B, L) uniform decides the masking (required: the global RNG is never used)."""
+        if noise is None or tuple(noise.shape) != (x.shape[0], self.stream.num_patches):
+            raise ValueError(f"StreamMAE needs masking noise of shape {(x.shape[0], self.stream.num_patches)}")
+        masking = Masking.from_noise(noise, self.mask_ratio)
+        tokens = self.stream(x, masking.ids_keep)
+        empty = tokens.new_zeros(tokens.shape[0], 0, tokens.shape[-1])  # no fusion tokens
+        pred = self.decoder(tokens, empty, masking.ids_restore)
+        loss = masked_patch_loss(patchify(x, self.patch_size), pred, masking.mask, self.norm_pix_loss)
+        return StreamOutput(loss, pred=pred, mask=masking.mask)

@@ -1,0 +1,206 @@
+"""Unimodal initialisation: one stream trained on its own modality, saved for ``model.image_init`` /
+``model.audio_init``.
+
+DeepAVFusion's streams start from MAE on ImageNet (image) and AudioMAE on AudioSet (audio): each
+stream knows its modality before it meets the other. This task is that stage for AV-Digits: the
+image stream on handwritten digits alone (one glyph on a canvas, no sound), or the audio stream on
+the spoken recordings alone (no image), each from its own training pool, supervised on the digit
+(``unimodal.objective: supervised``) or by masked reconstruction of its own patches (``mae``).
+
+Its final directory holds ``stream.pth``: ``{"model": <stream weights>}`` in the official MAE key
+layout, the file ``model.image_init`` / ``model.audio_init`` read (heads and decoders are not in it).
+
+    avfusion train unimodal configs/avdigits/unimodal_image.yaml --output runs/image_stream
+    avfusion pretrain configs/avdigits/pretrain_tiny.yaml model.image_init=runs/image_stream/final/stream.pth \\
+        model.audio_init=runs/audio_stream/final/stream.pth --output runs/avmae
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from avfusion.engine import Task, TrainConfig, unwrap
+from avfusion.errors import ConfigError, DataError
+from avfusion.tasks.common import (AVDIGITS, AVDigitsTaskSet, DataConfig, EpochSamples, ModelConfig,
+                                   encoder_config_for, sample_noise)
+from avfusion.tasks.evaluation import EvaluationReport, ReportedEvaluation
+from avfusion.tasks.pretrain import AUDIO_STREAM, IMAGE_STREAM
+
+log = logging.getLogger(__name__)
+
+STREAM_FILE = "stream.pth"
+MODALITIES = ("image", "audio")
+
+
+@dataclass
+class UnimodalConfig:
+    """``unimodal:``: which stream, how it learns.
+
+    Attributes:
+        modality: "image" (glyphs alone) or "audio" (recordings alone).
+        objective: "supervised" (cross-entropy on the digit, mean-pooled tokens, linear head) or
+            "mae" (masked reconstruction of the stream's own patches).
+        num_classes: classes of the supervised head.
+        label_smoothing: supervised: target smoothing.
+        mask_ratio: mae: share of the patches removed.
+        decoder_embed_dim, decoder_depth, decoder_num_heads: mae: the decoder (discarded afterwards).
+        norm_pix_loss: mae: per-patch normalised targets.
+    """
+
+    modality: Literal["image", "audio"] = "image"
+    objective: Literal["supervised", "mae"] = "supervised"
+    num_classes: int = 10
+    label_smoothing: float = 0.0
+    mask_ratio: float = 0.75
+    decoder_embed_dim: int = 128
+    decoder_depth: int = 2
+    decoder_num_heads: int = 4
+    norm_pix_loss: bool = False
+
+    def __post_init__(self) -> None:
+        if self.modality not in MODALITIES:
+            raise ConfigError(f"unimodal.modality must be one of {MODALITIES}, got {self.modality!r}")
+        if self.objective not in ("supervised", "mae"):
+            raise ConfigError(f"unimodal.objective must be supervised or mae, got {self.objective!r}")
+
+
+@dataclass
+class UnimodalRecipe:
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    unimodal: UnimodalConfig = field(default_factory=UnimodalConfig)
+
+
+class UnimodalSamples(AVDigitsTaskSet):
+    """The unimodal pool of one modality: ``input`` (the normalised image or the log-mel) and ``label``."""
+
+    def __init__(self, modality: str, split: str, data: DataConfig, seed: int = 0, size: int | None = None,
+                 train: bool = False):
+        self.source = "AVDigitsGlyphs" if modality == "image" else "AVDigitsSounds"
+        self.modality = modality
+        super().__init__(split, data, seed, size, train)
+
+    def _prepare(self, i: int) -> dict[str, Any]:
+        from avfusion.audio import log_mel_spectrogram
+
+        item = self.scenes[i]
+        if self.modality == "image":
+            x = torch.from_numpy(item["image"]).permute(2, 0, 1).contiguous()  # (3, S, S) uint8
+        else:
+            x = log_mel_spectrogram(torch.from_numpy(item["audio"]), self.data.sample_rate, self.data.n_mels,
+                                    self.data.window)[None]  # (1, n_mels, frames)
+        return {"input": x, "label": int(item["label"])}
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        from avfusion.transforms import normalize_uint8
+
+        item = self._cache.get(int(index), self._prepare)
+        x = normalize_uint8(item["input"]) if self.modality == "image" else item["input"].clone()
+        return {"input": x, "label": item["label"], "index": int(index)}
+
+
+class UnimodalTask(ReportedEvaluation, Task):
+    """One stream alone through the engine; ``save_final`` writes its ``stream.pth``."""
+
+    def __init__(self) -> None:
+        self.cfg: UnimodalRecipe | None = None
+        self.last_report: EvaluationReport | None = None
+
+    def _samples(self, cfg: UnimodalRecipe, split: str, train: bool) -> Dataset:
+        if cfg.data.name != AVDIGITS:
+            raise ConfigError("the unimodal task trains on the AV-Digits pools (data.name: avdigits); for real "
+                              "data, start the streams from MAE / AudioMAE files with model.image_init / "
+                              "model.audio_init")
+        size = cfg.data.size if train else cfg.data.eval_size
+        return EpochSamples(UnimodalSamples(cfg.unimodal.modality, split, cfg.data, cfg.train.seed, size, train))
+
+    def train_dataset(self, cfg: UnimodalRecipe) -> Dataset:
+        self.cfg = cfg
+        return self._samples(cfg, cfg.data.train_split, train=True)
+
+    def eval_dataset(self, cfg: UnimodalRecipe) -> Dataset | None:
+        self.cfg = cfg
+        return None if cfg.data.eval_split is None else self._samples(cfg, cfg.data.eval_split, train=False)
+
+    def build_model(self, cfg: UnimodalRecipe) -> nn.Module:
+        from avfusion.models import EarlyFusionEncoder
+        from avfusion.models.unimodal import StreamClassifier, StreamMAE
+
+        self.cfg = cfg
+        u = cfg.unimodal
+        # the stream exactly as the encoder builds it, so that its weights load into the encoder's
+        stream = getattr(EarlyFusionEncoder(encoder_config_for(cfg.model, cfg.data)), u.modality)
+        if u.objective == "supervised":
+            return StreamClassifier(stream, u.num_classes, u.label_smoothing)
+        return StreamMAE(stream, u.mask_ratio, u.decoder_embed_dim, u.decoder_depth, u.decoder_num_heads,
+                         u.norm_pix_loss)
+
+    def batch_size(self, batch: dict) -> int:
+        return int(batch["input"].shape[0])
+
+    def _noise(self, batch: dict, model: nn.Module) -> torch.Tensor | None:
+        if self.cfg.unimodal.objective != "mae":
+            return None
+        stream = IMAGE_STREAM if self.cfg.unimodal.modality == "image" else AUDIO_STREAM
+        length = unwrap(model).stream.num_patches
+        return sample_noise(self.cfg.train.seed, batch.get("epoch", 0), batch["index"], length, stream)
+
+    def loss(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        x = batch["input"]
+        noise = self._noise(batch, model)
+        out = model(x, batch["label"].to(x.device), None if noise is None else noise.to(x.device))
+        return out.loss, {}
+
+    @torch.no_grad()
+    def evaluation(self, model: nn.Module, loader: Any) -> EvaluationReport:
+        """Supervised: top-1 of the head; mae: the masked reconstruction loss (mean over items)."""
+        from avfusion.metrics import Accumulator, summarize_single_label
+
+        model = unwrap(model)
+        device = next(model.parameters()).device
+        u = self.cfg.unimodal
+        acc = Accumulator("unimodal")
+        for batch in loader:
+            x = batch["input"].to(device)
+            if u.objective == "supervised":
+                logits = model(x).logits.float().cpu().numpy()
+                acc.extend(batch["index"].tolist(), [(row, int(y)) for row, y in zip(logits, batch["label"])])
+            else:
+                # one masking per item (epoch 0 of the evaluation set): per-item losses
+                noise = self._noise({**batch, "epoch": 0}, model).to(device)
+                losses = [float(model(x[j:j + 1], None, noise[j:j + 1]).loss) for j in range(x.shape[0])]
+                acc.extend(batch["index"].tolist(), losses)
+        items = acc.gather()
+        if not items:
+            raise DataError("unimodal evaluation saw no items; check data.eval_split and data.eval_size")
+        report = EvaluationReport("unimodal", dataset=self.cfg.data.name, split=self.cfg.data.eval_split,
+                                  modality=u.modality, objective=u.objective)
+        if u.objective == "supervised":
+            summary = summarize_single_label(np.stack([v[0] for v in items.values()]),
+                                             np.array([v[1] for v in items.values()]))
+            report.add(u.modality, "top1", summary["protocol"], summary["top1"], summary["N"])
+        else:
+            report.add(u.modality, "mae_loss", "masked_mse" + ("/norm_pix" if u.norm_pix_loss else ""),
+                       float(np.mean(list(items.values()))), len(items))
+        return report
+
+    def save_final(self, model: nn.Module, directory: Path) -> None:
+        """``directory/stream.pth``: {"model": the stream's weights}, written atomically."""
+        from avfusion.checkpoints.io import atomic_torch_save
+
+        directory.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in unwrap(model).stream.state_dict().items()}
+        atomic_torch_save({"model": state}, directory / STREAM_FILE)
+        log.info("%s stream written to %s", self.cfg.unimodal.modality if self.cfg else "", directory / STREAM_FILE)
+
+
+TASK_CLASS = UnimodalTask
+RECIPE_CLASS = UnimodalRecipe
