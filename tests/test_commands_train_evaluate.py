@@ -30,7 +30,7 @@ def test_registry_gives_task_and_recipe_classes(name):
 
 
 def test_registry_names_every_task_and_rejects_others():
-    assert task_names() == ("pretrain", "classify", "localize", "separate", "segment")
+    assert task_names() == ("unimodal", "pretrain", "classify", "localize", "separate", "segment")
     with pytest.raises(ConfigError, match="unknown task 'detect'"):
         get_task("detect")
 

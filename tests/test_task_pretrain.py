@@ -18,7 +18,8 @@ from avfusion.tasks.pretrain import PretrainRecipe, PretrainTask
 ROOT = Path(__file__).resolve().parents[1]
 TINY = str(ROOT / "configs" / "avdigits" / "pretrain_tiny.yaml")
 # A smaller model and set for the tests that check mechanics rather than learning.
-SMALL = ["data.size=32", "data.image_size=32", "model.embed_dim=32", "model.num_heads=2", "model.depth=2",
+# 32-pixel canvases hold 2-3 digits only in the free layout (the grid layout needs 2 x 2 cells of 16 px each).
+SMALL = ["data.size=32", "data.image_size=32", "data.layout=free", "model.embed_dim=32", "model.num_heads=2", "model.depth=2",
          "model.fusion_num_heads=2", "model.decoder_embed_dim=32", "model.decoder_depth=1",
          "model.decoder_num_heads=2", "train.batch_size=8", "train.eval_every=0", "train.progress=false",
          "train.log_every=1", "train.tensorboard=false"]

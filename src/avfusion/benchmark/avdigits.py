@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from avfusion.benchmark.progress import StageProgress
-from avfusion.benchmark.stages import Stage, check_fusion, plan
+from avfusion.benchmark.progress import StageProgress, duration
+from avfusion.benchmark.stages import SHARED, Stage, check_fusion, makespan, plan
 from avfusion.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -98,16 +98,14 @@ def machine() -> dict[str, Any]:
     return info
 
 
-def run_stage(stage: Stage, configs: Path, root: Path, pretrained: Path | None, progress: bool) -> StageResult:
-    """Train one stage through the engine; move its final weights to ``root/checkpoints/<stage>``."""
+def run_stage(stage: Stage, configs: Path, root: Path, checkpoints: dict[str, Path], progress: bool) -> StageResult:
+    """Train one stage through the engine, its encoder from ``checkpoints`` (stage key -> final weights of
+    the stages it needs); move its final weights to ``root/checkpoints/<stage>``."""
+    from avfusion.benchmark.stages import encoder_overrides
     from avfusion.engine import load_config, run_training, to_dict
     from avfusion.tasks.registry import get_recipe, get_task
 
-    overrides = list(stage.overrides)
-    if stage.pretrained:
-        if pretrained is None:
-            raise ConfigError(f"stage {stage.key} needs the pretrained encoder; run the pretrain stage first")
-        overrides.append(f"model.pretrained={pretrained}")
+    overrides = [*stage.overrides, *encoder_overrides(stage, checkpoints)]
     overrides.append(f"train.progress={'true' if progress else 'false'}")
     cfg = load_config(get_recipe(stage.task), configs / stage.recipe, overrides)
     run_dir, checkpoint = root / "runs" / stage.key, root / "checkpoints" / stage.key
@@ -128,11 +126,17 @@ def run_stage(stage: Stage, configs: Path, root: Path, pretrained: Path | None, 
                        dict(result.eval_metrics), result.step, time.process_time() - cpu)
 
 
-def default_jobs() -> int:
-    """One downstream stage per CPU, at most as many as there are downstream stages."""
-    from avfusion.benchmark.stages import stage_keys
+def _children_cpu() -> float:
+    """CPU seconds of this process's finished children (the stage workers)."""
+    import resource
 
-    return max(1, min(os.cpu_count() or 1, len(stage_keys()) - 1))
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def default_jobs() -> int:
+    """One stage per CPU, at most two (the pipeline's widest useful parallelism on a laptop)."""
+    return max(1, min(os.cpu_count() or 1, 2))
 
 
 def _worker_init(threads: int, level: int) -> None:
@@ -143,36 +147,62 @@ def _worker_init(threads: int, level: int) -> None:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
 
 
-def run_parallel(stages: list[Stage], configs: Path, root: Path, pretrained: Path, jobs: int,
-                 tracker: StageProgress, prefix: str) -> dict[str, StageResult]:
-    """Run independent ``stages`` ``jobs`` at a time, each in a worker process with cpu_count // jobs threads;
-    longest (by estimate) first. The first failure stops the rest and is raised."""
+def run_pipeline(stages: list[Stage], configs: Path, root: Path, jobs: int, tracker: StageProgress, prefix: str,
+                 done: dict[str, StageResult] | None = None, progress: bool = True) -> dict[str, StageResult]:
+    """Run ``stages`` as soon as the stages they need have finished, ``jobs`` at a time, the one with the
+    longest critical path first (:func:`avfusion.benchmark.stages.priorities`). ``done``: results of
+    stages already run (e.g. stage 1, shared by every fusion type). ``jobs`` 1 runs in this process
+    (with the engine's step bars); more run in worker processes with cpu_count // jobs threads each.
+    The first failure stops the rest and is raised."""
+    from avfusion.benchmark.stages import priorities
+
+    results: dict[str, StageResult] = dict(done or {})
+    prio = priorities(stages)
+    pending = [s for s in stages if s.key not in results]
+
+    def ready() -> list[Stage]:
+        return sorted((s for s in pending if all(n in results for n in s.needs)), key=lambda s: -prio[s.key])
+
+    def checkpoints() -> dict[str, Path]:
+        return {k: r.checkpoint for k, r in results.items()}
+
+    if jobs == 1:
+        while pending:
+            stage = ready()[0]
+            pending.remove(stage)
+            tracker.start(f"{prefix}/{stage.key}", stage.title)
+            results[stage.key] = run_stage(stage, configs, root, checkpoints(), progress)
+            results[stage.key].seconds = tracker.finish(f"{prefix}/{stage.key}")
+        return results
+
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     threads = max(1, (os.cpu_count() or 1) // jobs)
-    queue = sorted(stages, key=lambda s: -s.estimate_s)
-    done: dict[str, StageResult] = {}
     context = multiprocessing.get_context("spawn")  # no fork of a process that holds torch threads
     with ProcessPoolExecutor(jobs, mp_context=context, initializer=_worker_init,
                              initargs=(threads, logging.getLogger().getEffectiveLevel())) as pool:
-        pending = {}
+        running: dict[Any, Stage] = {}
         try:
-            while queue or pending:
-                while queue and len(pending) < jobs:
-                    stage = queue.pop(0)
+            while pending or running:
+                for stage in ready():
+                    if len(running) >= jobs:
+                        break
+                    pending.remove(stage)
                     tracker.start(f"{prefix}/{stage.key}", stage.title)
-                    pending[pool.submit(run_stage, stage, configs, root, pretrained, False)] = stage
-                finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    running[pool.submit(run_stage, stage, configs, root, checkpoints(), False)] = stage
+                if not running:
+                    raise ConfigError(f"stages {[s.key for s in pending]} wait on stages that are not planned")
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in finished:
-                    stage = pending.pop(future)
+                    stage = running.pop(future)
                     result = future.result()
                     result.seconds = tracker.finish(f"{prefix}/{stage.key}")
-                    done[stage.key] = result
+                    results[stage.key] = result
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)
             raise
-    return done
+    return results
 
 
 def run_benchmark(output: str | os.PathLike, *, quick: bool = False, fusions: tuple[str, ...] = ("factorized",),
@@ -180,8 +210,9 @@ def run_benchmark(output: str | os.PathLike, *, quick: bool = False, fusions: tu
                   figures: bool = True, jobs: int = 1, only: tuple[str, ...] | None = None) -> dict[str, Any]:
     """Run the pipeline for every fusion type in ``fusions`` and write the report; returns report.json's content.
 
-    ``jobs`` > 1 runs the downstream stages (independent once the encoder is pretrained) that many at a time in
-    worker processes; 1 runs everything in this process. ``only`` restricts the stages (tests);
+    ``jobs`` > 1 runs the stages that many at a time in worker processes, each as soon as the stages it
+    needs have finished (stage 1 -> AV-MAE -> downstream; the stage-1 comparisons beside AV-MAE); 1 runs
+    everything in this process, in the same order. ``only`` restricts the stages (tests);
     ``figures=False`` skips the pictures.
     """
     from avfusion.benchmark.report import build_report, write_report
@@ -196,32 +227,25 @@ def run_benchmark(output: str | os.PathLike, *, quick: bool = False, fusions: tu
     prepare_output(out, overwrite)
     at_start, cpu_start = machine(), time.process_time()
     plans = {f: plan(quick, f, only) for f in fusions}
-    estimates = {f"{f}/{s.key}": s.estimate_s for f in fusions for s in plans[f]}
+    estimates = {f"{f}/{s.key}": s.estimate_s for i, f in enumerate(fusions) for s in plans[f]
+                 if i == 0 or s.key not in SHARED}
     if figures:
         estimates["figures"] = FIGURE_ESTIMATE_S
-    tracker = StageProgress(estimates, jobs=jobs)
-    log.info("AV-Digits benchmark (%s, fusion %s) into %s: %d stages, about %s on 2 idle cores, %d at a time",
-             "quick" if quick else "full", "+".join(fusions), out, len(estimates),
-             f"{sum(estimates.values()) / 60:.1f} min", jobs)
+    tracker = StageProgress(estimates, jobs=jobs, total=sum(makespan(plans[f], jobs, () if i == 0 else SHARED)
+                                                            for i, f in enumerate(fusions))
+                            + (FIGURE_ESTIMATE_S if figures else 0.0))
+    log.info("AV-Digits benchmark (%s, fusion %s) into %s: %d stages, %d at a time, about %s on 2 idle cores",
+             "quick" if quick else "full", "+".join(fusions), out, len(estimates), jobs,
+             duration(tracker.remaining()))
     runs: list[FusionRun] = []
-    worker_cpu = 0.0
+    cpu_before = _children_cpu()
     for i, fusion in enumerate(fusions):
         run = FusionRun(fusion, out if i == 0 else out / "ablation" / fusion)
-        pretrain, downstream = plans[fusion][0], plans[fusion][1:]
-        tracker.start(f"{fusion}/pretrain", f"{pretrain.title} [{fusion} fusion]")
-        run.stages["pretrain"] = run_stage(pretrain, recipes, run.root, None, progress)
-        run.stages["pretrain"].seconds = tracker.finish(f"{fusion}/pretrain")
-        encoder = run.stages["pretrain"].checkpoint
-        if jobs > 1 and len(downstream) > 1:
-            results = run_parallel(downstream, recipes, run.root, encoder, jobs, tracker, fusion)
-            worker_cpu += sum(r.cpu_seconds for r in results.values())
-            run.stages.update((s.key, results[s.key]) for s in downstream)  # in plan order
-        else:
-            for stage in downstream:
-                tracker.start(f"{fusion}/{stage.key}", f"{stage.title} [{fusion} fusion]")
-                run.stages[stage.key] = run_stage(stage, recipes, run.root, encoder, progress)
-                run.stages[stage.key].seconds = tracker.finish(f"{fusion}/{stage.key}")
+        shared = {k: r for k, r in runs[0].stages.items() if k in SHARED} if runs else {}
+        results = run_pipeline(plans[fusion], recipes, run.root, jobs, tracker, fusion, shared, progress)
+        run.stages.update((s.key, results[s.key]) for s in plans[fusion])  # in plan order
         runs.append(run)
+    worker_cpu = _children_cpu() - cpu_before if jobs > 1 else 0.0
     figure_files: list[str] = []
     figure_seconds = figure_cpu = 0.0
     if figures:

@@ -15,8 +15,10 @@ from avfusion.benchmark import results
 log = logging.getLogger(__name__)
 
 CURVE_TITLES = {
-    "pretrain": "pretraining: masked reconstruction loss",
-    "linear_probe": "linear probe (pretrained encoder)",
+    "unimodal_image": "stage 1: image stream alone",
+    "unimodal_audio": "stage 1: audio stream alone",
+    "pretrain": "stage 2, AV-MAE: masked reconstruction loss",
+    "linear_probe": "linear probe",
     "linear_probe_random_init": "linear probe (random encoder)",
     "finetune": "fine-tuning",
     "localize": "localisation head: contrastive loss",
@@ -44,9 +46,13 @@ def save(fig, path: Path, title: str | None = None) -> Path:
     return path
 
 
+STAGE1_SUFFIX = "_stage1"
+
+
 def training_curves(path: Path, runs: Sequence) -> Path:
-    """One panel per stage: training loss against optimizer step, one line per fusion type."""
-    keys = list(dict.fromkeys(k for run in runs for k in run.stages))
+    """One panel per stage: training loss against optimizer step, one line per fusion type; a stage's
+    counterpart on the stage-1 encoder (``<stage>_stage1``, no AV-MAE) in the same panel, dashed grey."""
+    keys = [k for k in dict.fromkeys(k for run in runs for k in run.stages) if not k.endswith(STAGE1_SUFFIX)]
     cols = 4
     rows = -(-len(keys) // cols)
     fig = new_figure(4.0 * min(cols, len(keys)), 3.0 * rows)
@@ -68,6 +74,13 @@ def training_curves(path: Path, runs: Sequence) -> Path:
                         label="image" if len(runs) == 1 else None)
                 ax.plot(steps, [r.get("loss_audio") for r in records], color=colour, linestyle=":",
                         label="audio" if len(runs) == 1 else None)
+        stage1 = runs[0].stages.get(key + STAGE1_SUFFIX)
+        if stage1 is not None:
+            if len(runs) == 1 and ax.lines:
+                ax.lines[0].set_label("stage 1 + AV-MAE")
+            records = [r for r in results.read_metrics(stage1.run_dir) if isinstance(r.get("loss"), (int, float))]
+            ax.plot([r["step"] for r in records], [r["loss"] for r in records], color="0.5", linestyle="--",
+                    label=f"stage 1 only (no AV-MAE){f', {fusion_name(runs[0].fusion)}' if len(runs) > 1 else ''}")
         ax.set_title(CURVE_TITLES.get(key, key), fontsize=9)
         ax.set_xlabel("optimizer step", fontsize=8)
         ax.set_ylabel("training loss", fontsize=8)

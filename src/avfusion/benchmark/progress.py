@@ -25,11 +25,15 @@ def duration(seconds: float) -> str:
 class StageProgress:
     """Tracks planned stages (name -> estimate), the running ones and the wall time of finished ones.
 
-    ``jobs`` stages may run at once; the time left divides the remaining work among them.
+    ``jobs`` stages may run at once; the time left divides the remaining work among them. ``total``:
+    the planned wall time of all stages (their schedule's makespan, which waits on stages that others
+    need); the remaining work is then divided by the plan's parallelism, sum(estimates) / total, so
+    that the first estimate equals ``total`` and the later ones follow from it.
     """
 
     estimates: dict[str, float]
     jobs: int = 1
+    total: float | None = None
     started: float = field(default_factory=time.perf_counter)
     done: dict[str, float] = field(default_factory=dict)
     running: dict[str, float] = field(default_factory=dict)
@@ -44,7 +48,11 @@ class StageProgress:
         now, speed = time.perf_counter(), self.speed()
         left = sum(est for name, est in self.estimates.items() if name not in self.done) * speed
         left -= sum(min(now - t0, self.estimates[name] * speed) for name, t0 in self.running.items())
-        return max(left, 0.0) / max(1, min(self.jobs, len(self.estimates) - len(self.done)))
+        if self.total:
+            parallel = min(max(1.0, sum(self.estimates.values()) / self.total), self.jobs)
+        else:
+            parallel = max(1, min(self.jobs, len(self.estimates) - len(self.done)))
+        return max(left, 0.0) / parallel
 
     def start(self, name: str, title: str) -> None:
         index = list(self.estimates).index(name) + 1

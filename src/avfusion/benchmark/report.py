@@ -29,8 +29,11 @@ def build_report(runs: list, *, quick: bool, jobs: int, recipes: Path, machine_s
     out["runtime_seconds"] = total_seconds
     out["cpu_seconds"] = cpu_seconds
     out["targets"] = results.targets(out, total_seconds, quick, pipelines=len(runs))
-    stage_seconds = {f"{r.fusion}/{k}": s.seconds for r in runs for k, s in r.stages.items()}
-    stage_cpu = {f"{r.fusion}/{k}": s.cpu_seconds for r in runs for k, s in r.stages.items()}
+    from avfusion.benchmark.stages import SHARED
+
+    own = [(r, k, s) for i, r in enumerate(runs) for k, s in r.stages.items() if i == 0 or k not in SHARED]
+    stage_seconds = {f"{r.fusion}/{k}": s.seconds for r, k, s in own}
+    stage_cpu = {f"{r.fusion}/{k}": s.cpu_seconds for r, k, s in own}
     if figure_files:
         stage_seconds["figures"], stage_cpu["figures"] = figure_seconds, figure_cpu_seconds
     out["stage_seconds"] = stage_seconds
@@ -39,11 +42,10 @@ def build_report(runs: list, *, quick: bool, jobs: int, recipes: Path, machine_s
                      "stages": {f"{r.fusion}/{k}": {"task": s.stage.task, "recipe": s.stage.recipe,
                                                     "overrides": list(s.overrides), "steps": s.steps,
                                                     "resolved": s.config}
-                                for r in runs for k, s in r.stages.items()}}
+                                for r, k, s in own}}
     out["machine"] = {"start": machine_start, "end": machine_end}
     root = primary.root
-    out["checkpoints"] = {f"{r.fusion}/{k}": str(s.checkpoint.relative_to(root)) for r in runs
-                          for k, s in r.stages.items()}
+    out["checkpoints"] = {f"{r.fusion}/{k}": str(s.checkpoint.relative_to(root)) for r, k, s in own}
     out["figures"] = figure_files
     return out
 
@@ -91,8 +93,9 @@ def _classification(data: dict) -> list[str]:
     if not c:
         return []
     rows = []
-    names = {"linear_probe": "linear probe (pretrained)", "linear_probe_random_init": "linear probe (random init)",
-             "finetune": "fine-tune (pretrained)"}
+    names = {"linear_probe": "linear probe (stage 1 + AV-MAE)",
+             "linear_probe_stage1": "linear probe (stage 1, no AV-MAE)",
+             "linear_probe_random_init": "linear probe (random init)", "finetune": "fine-tune (stage 1 + AV-MAE)"}
     for key, name in names.items():
         if key in c:
             heads = c[key]
@@ -110,6 +113,7 @@ def _localization(data: dict) -> list[str]:
         return []
     rows = []
     entries = [(k, loc.get(k)) for k in ("contrastive", "attention")]
+    entries += [(f"{k} (stage 1, no AV-MAE)", v) for k, v in (loc.get("stage1") or {}).items()]
     entries += [(f"baseline: {k}", v) for k, v in (loc.get("baselines") or {}).items()]
     for name, e in entries:
         if e:
@@ -128,6 +132,10 @@ def _separation(data: dict) -> list[str]:
         return []
     rows = [["model (image-guided)", *[sep.get(m) for m in results.SEPARATION_METRICS], sep["protocol"],
              str(sep["N"])]]
+    stage1 = sep.get("stage1")
+    if stage1 and "SDR" in stage1:
+        rows.append(["model on the stage-1 encoder (no AV-MAE)", *[stage1.get(m) for m in results.SEPARATION_METRICS],
+                     stage1["protocol"], str(stage1["N"])])
     for name, b in (sep.get("baselines") or {}).items():
         if b:
             rows.append([f"baseline: {name}", *[b.get(m) for m in results.SEPARATION_METRICS], b["protocol"],
@@ -145,6 +153,10 @@ def _segmentation(data: dict) -> list[str]:
         return []
     rows = [["model", seg.get("fg_iou"), seg.get("F"), (seg.get("official") or {}).get("miou_fg"), seg["protocol"],
              str(seg["N"])]]
+    stage1 = seg.get("stage1")
+    if stage1 and "fg_iou" in stage1:
+        rows.append(["model on the stage-1 encoder (no AV-MAE)", stage1.get("fg_iou"), stage1.get("F"),
+                     (stage1.get("official") or {}).get("miou_fg"), stage1["protocol"], str(stage1["N"])])
     for name, b in (seg.get("baselines") or {}).items():
         rows.append([f"baseline: {name}", b.get("fg_iou"), b.get("F"), (b.get("official") or {}).get("miou_fg"),
                      b["protocol"], str(b["N"])])
@@ -152,12 +164,31 @@ def _segmentation(data: dict) -> list[str]:
             *_table(["prediction", "fg IoU", "F (beta^2 0.3)", "fg IoU (official)", "protocol", "N"], rows)]
 
 
+def _unimodal(data: dict) -> list[str]:
+    u = data.get("unimodal") or {}
+    rows = []
+    for modality, pool in (("image", "one handwritten digit per canvas, no sound"),
+                           ("audio", "one spoken digit per 1 s window, no image")):
+        e = u.get(modality)
+        if e:
+            metric = "top1" if "top1" in e else "mae_loss"
+            rows.append([modality, pool, e.get("objective"), metric, e.get(metric), str(e.get("steps")),
+                         e["protocol"], str(e["N"])])
+    if not rows:
+        return []
+    return ["## Stage 1: unimodal initialisation", "",
+            *_table(["stream", "training pool", "objective", "metric", "value", "steps", "protocol", "N"], rows),
+            "The counterpart of MAE on ImageNet and AudioMAE on AudioSet: each stream learns its own modality "
+            "alone, then its head (or decoder) is discarded and its weights initialise the early-fusion encoder "
+            "(`model.image_init` / `model.audio_init`). The audio-visual link is left to stage 2 and the tasks.", ""]
+
+
 def _pretraining(data: dict) -> list[str]:
     p = data.get("pretraining") or {}
     if "loss_first" not in p:
         return []
     a, b = p["loss_first"], p["loss_last"]
-    lines = ["## Pretraining (AV-MAE, no labels)", "",
+    lines = ["## Stage 2: masked audio-visual pretraining (AV-MAE, no labels, from the stage-1 streams)", "",
              f"Loss {_f(a['loss'])} (step {a['step']}) -> {_f(b['loss'])} (step {b['step']}); image "
              f"{_f(a.get('loss_image'))} -> {_f(b.get('loss_image'))}, audio {_f(a.get('loss_audio'))} -> "
              f"{_f(b.get('loss_audio'))} ({p['loss_note']}).", ""]
@@ -202,7 +233,7 @@ def markdown(report: dict) -> str:
              "## Targets", "",
              *_table(["target", "goal", "measured", "met"],
                      [[t["target"], t["goal"], t["value"], t["met"]] for t in report["targets"]])]
-    lines += _pretraining(report) + _classification(report) + _localization(report) + _separation(report)
+    lines += _unimodal(report) + _pretraining(report) + _classification(report) + _localization(report) + _separation(report)
     lines += _segmentation(report) + _ablation(report)
     lines += ["## Wall time per stage", "",
               *_table(["stage", "wall seconds", "CPU seconds (all threads)"],

@@ -1,16 +1,27 @@
-"""The stages of the AV-Digits benchmark as data: which task, which recipe, which overrides.
+"""The stages of the AV-Digits benchmark as data: which task, which recipe, where the encoder comes from.
+
+The paper's three stages, at AV-Digits scale:
+
+1. unimodal initialisation (the counterpart of MAE on ImageNet / AudioMAE on AudioSet): each stream on
+   its own modality (``unimodal_image``, ``unimodal_audio``);
+2. masked audio-visual pretraining (AV-MAE) of the early-fusion encoder from those streams (``pretrain``);
+3. the downstream tasks from the AV-MAE encoder, each beside the same recipe on the stage-1 encoder
+   without AV-MAE (``*_stage1``: the paper's question, does AV-MAE add to the unimodal initialisation?)
+   and, for the linear probe, on a random encoder.
 
 Every stage trains through the one engine from a recipe of ``configs/avdigits`` plus dotted
 overrides: :data:`COMMON`, the stage's own sizes (:data:`FULL` or :data:`QUICK`: scenes, epochs,
-batch), and the fusion type. The encoder and inputs are not among them: every AV-Digits recipe takes
-them from ``configs/avdigits/encoder_tiny.yaml`` (``defaults: encoder_tiny``), the one place that says
-what the benchmark's encoder is, so that the pretrained encoder loads into every downstream model.
-``estimate_s`` is the wall time a stage took on 2 idle CPU cores; the progress display scales it by
-how the finished stages compared with their estimates.
+batch), its own recipe changes, and the fusion type. Where the encoder's weights come from is the
+stage's ``encoder`` (:data:`ENCODERS`), turned into overrides once its inputs exist
+(:func:`encoder_overrides`). The encoder's architecture is not among the overrides: every AV-Digits
+recipe takes it from ``configs/avdigits/encoder_tiny.yaml``. ``estimate_s`` is the wall time a stage
+took on 2 idle CPU cores, one stage per core; the progress display scales it by how the finished
+stages compared with their estimates.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from avfusion.errors import ConfigError
 
@@ -18,6 +29,15 @@ FUSIONS = ("factorized", "dense", "none")
 
 #: Every stage: no TensorBoard files, and a log record every 5 steps for the training curves.
 COMMON = ("train.tensorboard=false", "train.log_every=5", "train.seed=0")
+
+#: Where a stage's encoder weights come from -> the stages that must have finished first.
+ENCODERS: dict[str, tuple[str, ...]] = {
+    "random": (),                                    # the recipe's initialisation
+    "stage1": ("unimodal_image", "unimodal_audio"),  # model.image_init / model.audio_init: stage-1 streams
+    "avmae": ("pretrain",),                          # model.pretrained: the AV-MAE encoder
+}
+#: Stages run once for every fusion type (the streams know nothing of the fusion blocks).
+SHARED = ("unimodal_image", "unimodal_audio")
 
 
 @dataclass(frozen=True)
@@ -29,8 +49,8 @@ class Stage:
         task: the task of ``avfusion.tasks.registry``.
         recipe: file name in ``configs/avdigits``.
         title: what the stage does, for the progress display.
-        pretrained: start from the pretraining stage's encoder (``model.pretrained``).
-        overrides: COMMON, the stage's own overrides, then the fusion type.
+        encoder: where the encoder's weights come from (a key of :data:`ENCODERS`).
+        overrides: COMMON, the stage's sizes and own changes, then the fusion type.
         estimate_s: seconds on 2 idle CPU cores (the progress display's prior).
     """
 
@@ -38,67 +58,90 @@ class Stage:
     task: str
     recipe: str
     title: str
-    pretrained: bool
+    encoder: str
     overrides: tuple[str, ...]
     estimate_s: float
 
+    @property
+    def needs(self) -> tuple[str, ...]:
+        return ENCODERS[self.encoder]
 
-# (key, task, recipe, title, pretrained)
-_PIPELINE = (
-    ("pretrain", "pretrain", "pretrain_tiny.yaml", "masked audio-visual pretraining (no labels)", False),
-    ("linear_probe", "classify", "classify_linprobe.yaml", "classification: linear probe", True),
+
+# (key, task, recipe, title, encoder, the stage's own recipe changes)
+_PIPELINE: tuple[tuple[str, str, str, str, str, tuple[str, ...]], ...] = (
+    ("unimodal_image", "unimodal", "unimodal_image.yaml", "stage 1: the image stream on handwritten digits alone",
+     "random", ()),
+    ("unimodal_audio", "unimodal", "unimodal_audio.yaml", "stage 1: the audio stream on spoken digits alone",
+     "random", ()),
+    ("pretrain", "pretrain", "pretrain_tiny.yaml", "stage 2: masked audio-visual pretraining (no labels)",
+     "stage1", ()),
+    ("linear_probe", "classify", "classify_linprobe.yaml", "classification: linear probe", "avmae", ()),
+    ("linear_probe_stage1", "classify", "classify_linprobe.yaml",
+     "classification: linear probe of the stage-1 encoder (no AV-MAE)", "stage1", ()),
     ("linear_probe_random_init", "classify", "classify_linprobe.yaml",
-     "classification: linear probe of a random encoder", False),
-    ("finetune", "classify", "classify_finetune.yaml", "classification: fine-tuning", True),
-    ("localize", "localize", "localize.yaml", "localisation: contrastive head + attention read-out", True),
-    ("separate", "separate", "separate.yaml", "separation, guided by the image", True),
-    ("separate_audio_only", "separate", "separate.yaml", "separation baseline: audio only", True),
-    ("segment", "segment", "segment.yaml", "segmentation of the speaking digit", True),
+     "classification: linear probe of a random encoder", "random", ()),
+    ("finetune", "classify", "classify_finetune.yaml", "classification: fine-tuning", "avmae", ()),
+    ("localize", "localize", "localize.yaml", "localisation: contrastive head + attention read-out", "avmae", ()),
+    ("localize_stage1", "localize", "localize.yaml", "localisation on the stage-1 encoder (no AV-MAE)", "stage1", ()),
+    ("separate", "separate", "separate.yaml", "separation, guided by the image", "avmae", ()),
+    ("separate_stage1", "separate", "separate.yaml", "separation on the stage-1 encoder (no AV-MAE)", "stage1", ()),
+    ("separate_audio_only", "separate", "separate.yaml", "separation baseline: audio only", "avmae",
+     ("separate.condition=zeros", "separate.baselines=[]")),
+    ("segment", "segment", "segment.yaml", "segmentation of the speaking digit", "avmae", ()),
+    ("segment_stage1", "segment", "segment.yaml", "segmentation on the stage-1 encoder (no AV-MAE)", "stage1", ()),
 )
 
-#: Default sizes (the full run): (overrides, estimate in seconds on 2 idle cores).
+
+def _sizes(scenes: int, eval_scenes: int, epochs: int, batch: int, *extra: str) -> tuple[str, ...]:
+    return (f"data.size={scenes}", f"data.eval_size={eval_scenes}", f"train.epochs={epochs}",
+            f"train.batch_size={batch}", f"train.eval_every={epochs}", *extra)
+
+
+_PROBE_FULL = (_sizes(2000, 500, 6, 64), 50.0)
+_LOCALIZE_FULL = (_sizes(1000, 500, 3, 32), 90.0)
+_SEPARATE_FULL = (_sizes(900, 100, 3, 8), 110.0)
+_SEGMENT_FULL = (_sizes(440, 200, 2, 8), 200.0)
+
+#: Default sizes (the full run): stage -> (overrides, estimate in seconds on 2 idle cores).
 FULL: dict[str, tuple[tuple[str, ...], float]] = {
-    "pretrain": (("data.size=4000", "data.eval_size=500", "train.epochs=6", "train.batch_size=32",
-                  "train.eval_every=6"), 240.0),
-    "linear_probe": (("data.size=2000", "data.eval_size=500", "train.epochs=6", "train.batch_size=64",
-                      "train.eval_every=6"), 50.0),
-    "linear_probe_random_init": (("data.size=2000", "data.eval_size=500", "train.epochs=6", "train.batch_size=64",
-                                  "train.eval_every=6"), 50.0),
-    "finetune": (("data.size=3500", "data.eval_size=500", "train.epochs=4", "train.batch_size=32",
-                  "train.eval_every=4"), 130.0),
-    "localize": (("data.size=1000", "data.eval_size=500", "train.epochs=3", "train.batch_size=32",
-                  "train.eval_every=3"), 90.0),
-    # separate: ~180 CPU-s on 1 thread (training 336 steps of 8 mixtures, 100 test mixtures scored twice);
-    # the audio-only baseline gets fewer mixtures (~125 CPU-s): with one mask for both sources it cannot
-    # beat the mixture (SDRi <= ~0 dB) however long it trains.
-    "separate": (("data.size=900", "data.eval_size=100", "train.epochs=3", "train.batch_size=8",
-                  "train.eval_every=3"), 110.0),
-    "separate_audio_only": (("data.size=600", "data.eval_size=100", "train.epochs=3", "train.batch_size=8",
-                             "train.eval_every=3", "separate.condition=zeros", "separate.baselines=[]"), 75.0),
-    "segment": (("data.size=440", "data.eval_size=200", "train.epochs=2", "train.batch_size=8",
-                 "train.eval_every=2"), 200.0),
+    "unimodal_image": (_sizes(3840, 500, 5, 64), 85.0),
+    "unimodal_audio": (_sizes(3840, 500, 5, 64), 85.0),
+    "pretrain": (_sizes(4000, 500, 6, 32), 240.0),
+    "linear_probe": _PROBE_FULL,
+    "linear_probe_stage1": _PROBE_FULL,
+    "linear_probe_random_init": _PROBE_FULL,
+    "finetune": (_sizes(3500, 500, 4, 32), 130.0),
+    "localize": _LOCALIZE_FULL,
+    "localize_stage1": _LOCALIZE_FULL,
+    "separate": _SEPARATE_FULL,
+    "separate_stage1": _SEPARATE_FULL,
+    "separate_audio_only": (_sizes(600, 100, 3, 8), 75.0),
+    "segment": _SEGMENT_FULL,
+    "segment_stage1": _SEGMENT_FULL,
 }
+
+_PROBE_QUICK = (_sizes(240, 200, 4, 32, "train.warmup_epochs=0.5"), 6.0)
+_LOCALIZE_QUICK = (_sizes(160, 100, 1, 16, "train.warmup_epochs=0.2", "localize.negatives=3"), 10.0)
+_SEPARATE_QUICK = (_sizes(160, 40, 1, 16, "train.warmup_epochs=0.2"), 12.0)
+_SEGMENT_QUICK = (_sizes(48, 40, 1, 8, "train.warmup_epochs=0.2"), 12.0)
 
 #: ``--quick``: the same pipeline, small enough for a test (about 2-3 minutes on 2 idle cores).
 QUICK: dict[str, tuple[tuple[str, ...], float]] = {
-    "pretrain": (("data.size=256", "data.eval_size=100", "train.epochs=2", "train.batch_size=32",
-                  "train.warmup_epochs=0.3", "train.eval_every=1"), 12.0),
-    "linear_probe": (("data.size=240", "data.eval_size=200", "train.epochs=4", "train.batch_size=32",
-                      "train.warmup_epochs=0.5", "train.eval_every=4"), 6.0),
-    "linear_probe_random_init": (("data.size=240", "data.eval_size=200", "train.epochs=4", "train.batch_size=32",
-                                  "train.warmup_epochs=0.5", "train.eval_every=4"), 6.0),
+    "unimodal_image": (_sizes(1600, 200, 2, 64, "train.warmup_epochs=0.3"), 14.0),  # 50 steps: top-1 ~0.45
+    "unimodal_audio": (_sizes(1600, 200, 2, 64, "train.warmup_epochs=0.3"), 10.0),  # 50 steps
+    "pretrain": (_sizes(256, 100, 2, 32, "train.warmup_epochs=0.3"), 12.0),
+    "linear_probe": _PROBE_QUICK,
+    "linear_probe_stage1": _PROBE_QUICK,
+    "linear_probe_random_init": _PROBE_QUICK,
     # fine-tuning needs ~100 steps to leave chance clearly at this size (14 steps stay at ~0.1, 60 reach ~0.13)
-    "finetune": (("data.size=640", "data.eval_size=100", "train.epochs=5", "train.batch_size=32",
-                  "train.eval_every=5"), 37.0),
-    "localize": (("data.size=160", "data.eval_size=100", "train.epochs=1", "train.batch_size=16",
-                  "train.warmup_epochs=0.2", "train.eval_every=1", "localize.negatives=3"), 10.0),
-    "separate": (("data.size=160", "data.eval_size=40", "train.epochs=1", "train.batch_size=16",
-                  "train.warmup_epochs=0.2", "train.eval_every=1"), 12.0),
-    "separate_audio_only": (("data.size=160", "data.eval_size=40", "train.epochs=1", "train.batch_size=16",
-                             "train.warmup_epochs=0.2", "train.eval_every=1", "separate.condition=zeros",
-                             "separate.baselines=[]"), 12.0),
-    "segment": (("data.size=48", "data.eval_size=40", "train.epochs=1", "train.batch_size=8",
-                 "train.warmup_epochs=0.2", "train.eval_every=1"), 12.0),
+    "finetune": (_sizes(640, 100, 5, 32), 37.0),
+    "localize": _LOCALIZE_QUICK,
+    "localize_stage1": _LOCALIZE_QUICK,
+    "separate": _SEPARATE_QUICK,
+    "separate_stage1": _SEPARATE_QUICK,
+    "separate_audio_only": (_sizes(160, 40, 1, 16, "train.warmup_epochs=0.2"), 12.0),
+    "segment": _SEGMENT_QUICK,
+    "segment_stage1": _SEGMENT_QUICK,
 }
 
 
@@ -109,25 +152,78 @@ def check_fusion(fusion: str) -> str:
 
 
 def plan(quick: bool, fusion: str, only: tuple[str, ...] | None = None) -> list[Stage]:
-    """The stages of one pipeline run for ``fusion``, in order (``only``: a subset, for tests)."""
+    """The stages of one pipeline run for ``fusion``, in an order that respects their inputs (``only``:
+    a subset, for tests; it must hold every stage its stages need)."""
     check_fusion(fusion)
     sizes = QUICK if quick else FULL
-    keys = [row[0] for row in _PIPELINE]
+    keys = stage_keys()
     if only is not None:
         unknown = sorted(set(only) - set(keys))
         if unknown:
             raise ConfigError(f"unknown stage(s) {unknown}; the stages are {', '.join(keys)}")
-        if "pretrain" not in only:
-            raise ConfigError("every benchmark run starts with the pretrain stage")
     stages = []
-    for key, task, recipe, title, pretrained in _PIPELINE:
+    for key, task, recipe, title, encoder, own in _PIPELINE:
         if only is not None and key not in only:
             continue
-        own, estimate = sizes[key]
-        overrides = (*COMMON, *own, f"model.fusion_type={fusion}")
-        stages.append(Stage(key, task, recipe, title, pretrained, overrides, estimate))
+        missing = [need for need in ENCODERS[encoder] if only is not None and need not in only]
+        if missing:
+            raise ConfigError(f"stage {key} needs the stage(s) {', '.join(missing)} (its encoder: {encoder})")
+        size, estimate = sizes[key]
+        overrides = (*COMMON, *size, *own, f"model.fusion_type={fusion}")
+        stages.append(Stage(key, task, recipe, title, encoder, overrides, estimate))
     return stages
 
 
 def stage_keys() -> tuple[str, ...]:
     return tuple(row[0] for row in _PIPELINE)
+
+
+def encoder_overrides(stage: Stage, checkpoints: dict[str, Path]) -> tuple[str, ...]:
+    """The overrides that give ``stage`` its encoder, from the checkpoints of the stages it needs."""
+    from avfusion.tasks.unimodal import STREAM_FILE
+
+    missing = [need for need in stage.needs if need not in checkpoints]
+    if missing:
+        raise ConfigError(f"stage {stage.key} needs the stage(s) {', '.join(missing)} first")
+    if stage.encoder == "stage1":
+        return (f"model.image_init={checkpoints['unimodal_image'] / STREAM_FILE}",
+                f"model.audio_init={checkpoints['unimodal_audio'] / STREAM_FILE}")
+    if stage.encoder == "avmae":
+        return (f"model.pretrained={checkpoints['pretrain']}",)
+    return ()
+
+
+def priorities(stages: list[Stage]) -> dict[str, float]:
+    """Each stage's estimate plus the longest chain of estimates of the stages waiting on it (its
+    critical path): the scheduler starts the ready stage with the largest first."""
+    by_key = {s.key: s for s in stages}
+    out: dict[str, float] = {}
+
+    def level(key: str) -> float:
+        if key not in out:
+            after = [level(s.key) for s in stages if key in s.needs]
+            out[key] = by_key[key].estimate_s + max(after, default=0.0)
+        return out[key]
+
+    for s in stages:
+        level(s.key)
+    return out
+
+
+def makespan(stages: list[Stage], jobs: int, done: tuple[str, ...] = ()) -> float:
+    """Seconds the stages take by their estimates when ``jobs`` run at once in the scheduler's order
+    (``done``: stages already finished); the plan line and the progress display's prior."""
+    prio = priorities(stages)
+    finished = {key: 0.0 for key in done}
+    pending = [s for s in stages if s.key not in finished]
+    free = [0.0] * max(1, jobs)
+    while pending:
+        ready = [s for s in pending if all(n in finished or n not in prio for n in s.needs)]
+        if not ready:
+            raise ConfigError(f"stages {[s.key for s in pending]} wait on each other")
+        stage = max(ready, key=lambda s: prio[s.key])
+        slot = min(range(len(free)), key=free.__getitem__)
+        start = max([free[slot], *[finished.get(n, 0.0) for n in stage.needs]])
+        finished[stage.key] = free[slot] = start + stage.estimate_s
+        pending.remove(stage)
+    return max(finished.values(), default=0.0)

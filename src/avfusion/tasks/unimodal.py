@@ -49,6 +49,8 @@ class UnimodalConfig:
             "mae" (masked reconstruction of the stream's own patches).
         num_classes: classes of the supervised head.
         label_smoothing: supervised: target smoothing.
+        pool: supervised: how the head pools the stream's tokens, "max" (every token must answer for
+            itself; far faster to learn where the object covers few tokens) or "mean".
         mask_ratio: mae: share of the patches removed.
         decoder_embed_dim, decoder_depth, decoder_num_heads: mae: the decoder (discarded afterwards).
         norm_pix_loss: mae: per-patch normalised targets.
@@ -58,6 +60,7 @@ class UnimodalConfig:
     objective: Literal["supervised", "mae"] = "supervised"
     num_classes: int = 10
     label_smoothing: float = 0.0
+    pool: Literal["max", "mean"] = "max"
     mask_ratio: float = 0.75
     decoder_embed_dim: int = 128
     decoder_depth: int = 2
@@ -69,6 +72,8 @@ class UnimodalConfig:
             raise ConfigError(f"unimodal.modality must be one of {MODALITIES}, got {self.modality!r}")
         if self.objective not in ("supervised", "mae"):
             raise ConfigError(f"unimodal.objective must be supervised or mae, got {self.objective!r}")
+        if self.pool not in ("max", "mean"):
+            raise ConfigError(f"unimodal.pool must be max or mean, got {self.pool!r}")
 
 
 @dataclass
@@ -139,7 +144,7 @@ class UnimodalTask(ReportedEvaluation, Task):
         # the stream exactly as the encoder builds it, so that its weights load into the encoder's
         stream = getattr(EarlyFusionEncoder(encoder_config_for(cfg.model, cfg.data)), u.modality)
         if u.objective == "supervised":
-            return StreamClassifier(stream, u.num_classes, u.label_smoothing)
+            return StreamClassifier(stream, u.num_classes, u.label_smoothing, u.pool)
         return StreamMAE(stream, u.mask_ratio, u.decoder_embed_dim, u.decoder_depth, u.decoder_num_heads,
                          u.norm_pix_loss)
 
