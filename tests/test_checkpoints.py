@@ -174,3 +174,18 @@ def test_linear_probe_freezes_the_encoder():
     out = model(torch.randn(3, 3, 32, 48), torch.randn(3, 1, 32, 32))
     out.logits.sum().backward()
     assert model.encoder.fusion_tokens.grad is None
+
+
+def test_detect_task_knows_every_task_model():
+    """Every task's model is recognised from its parameter names alone (the localiser used to read as 'encoder')."""
+    from avfusion.checkpoints.official import detect_task
+    from avfusion.models import EncoderConfig, build_model
+
+    config = EncoderConfig(image_size=(32, 32), audio_size=(32, 32), patch_size=16, embed_dim=128, depth=1,
+                           num_heads=2, fusion_layers="all", num_fusion_tokens=(2, 1, 1), fusion_num_heads=2)
+    for task, options in (("pretrain", {"decoder_embed_dim": 32, "decoder_depth": 1, "decoder_num_heads": 2}),
+                          ("classify", {"num_classes": 3}), ("localize", {"proj_dim": 8, "hidden_dim": 16}),
+                          ("separate", {}), ("segment", {"num_classes": 1}), ("encoder", {})):
+        model = build_model(task, config, **options)
+        assert detect_task(model.state_dict() if task != "encoder" else
+                           {f"encoder.{k}": v for k, v in model.state_dict().items()}) == task, task

@@ -235,7 +235,7 @@ def test_flickr_test_set_consensus_ground_truth_and_evaluation(tmp_path):
     data = task.eval_dataset(cfg)
     item = data[0]
     size = cfg.data.image_size
-    assert item["valid"] and item["image"].shape == (3, size, size) and item["audio"].shape == (1, 64, 64)
+    assert item["image"].shape == (3, size, size) and item["audio"].shape == (1, 64, 64)
     gt = item["gt"]  # boxes scaled 32/256: [0, 16) one annotator (0.5), [8, 16) both (1.0)
     assert gt[0, 0] == 0.5 and gt[12, 12] == 1.0 and gt[20, 20] == 0.0
     assert gt.sum() == pytest.approx(0.5 * (16 * 16 - 8 * 8) + 8 * 8)
@@ -306,3 +306,17 @@ def test_the_encoder_of_a_fine_tuned_classifier_initialises_the_localiser(tmp_pa
     assert again.options["neutral_partner"] is True
     for key, value in again.encoder.state_dict().items():
         assert torch.equal(value, model.encoder.state_dict()[key]), key
+
+
+def test_evaluation_is_strict_even_when_training_skips_bad_clips(tmp_path):
+    """data.on_error: skip is a training policy; a test clip that cannot be decoded stops the evaluation and
+    names the file (it used to come back as an all-zero item scored as skipped)."""
+    from avfusion.errors import DecodeError
+
+    root = _flickr(tmp_path / "flickr")
+    (root / "audio" / "clip1.wav").write_bytes(b"not audio" * 100)
+    over = [*FAST, "localize.readout=attention", "localize.eval_dataset=flickr", f"localize.eval_root={root}",
+            "localize.gt_size=32", "localize.binarize=[median]", "data.on_error=skip"]
+    cfg = load_config(LocalizeRecipe, RECIPE, over)
+    with pytest.raises(DecodeError, match="clip1.wav"):
+        LocalizeTask().eval_dataset(cfg)[0]

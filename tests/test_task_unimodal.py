@@ -91,3 +91,23 @@ def test_unimodal_needs_the_avdigits_pools():
         UnimodalTask().train_dataset(cfg)
     with pytest.raises(ConfigError, match="modality"):
         load_config(UnimodalRecipe, IMAGE, ["unimodal.modality=video"])
+
+
+@pytest.mark.parametrize("task,recipe", [("pretrain", "pretrain_tiny.yaml"), ("classify", "classify_finetune.yaml"),
+                                         ("localize", "localize.yaml"), ("separate", "separate.yaml"),
+                                         ("segment", "segment.yaml")])
+def test_every_task_puts_its_initialised_streams_on_the_lr_ramp(tmp_path, task, recipe):
+    """model.image_init marks the image stream as pretrained (train.stream_ramp_epochs), in every task;
+    localisation and segmentation used to leave it unmarked, so the ramp silently did nothing there."""
+    from avfusion.tasks.registry import get_recipe, get_task
+
+    cfg = load_config(UnimodalRecipe, IMAGE)
+    stream = EarlyFusionEncoder(encoder_config_for(cfg.model, cfg.data)).image
+    torch.save({"model": stream.state_dict()}, tmp_path / STREAM_FILE)
+    recipe_cfg = load_config(get_recipe(task), str(ROOT / "configs" / "avdigits" / recipe),
+                             [f"model.image_init={tmp_path / STREAM_FILE}"])
+    t = get_task(task)()
+    hints = t.param_hints(t.build_model(recipe_cfg))
+    assert hints.pretrained is not None
+    assert hints.pretrained("encoder.image.blocks.0.attn.qkv.weight")
+    assert not hints.pretrained("encoder.audio.blocks.0.attn.qkv.weight")

@@ -60,7 +60,7 @@ def to_official(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def detect_task(state: Mapping[str, torch.Tensor]) -> str:
-    """Which model a state dict (our names) belongs to: pretrain, classify, separate, segment, encoder."""
+    """Which model a state dict (our names) belongs to: pretrain, classify, localize, separate, segment, encoder."""
     keys = list(state)
     if any(k.startswith("image_decoder.") for k in keys):
         return "pretrain"
@@ -68,6 +68,8 @@ def detect_task(state: Mapping[str, torch.Tensor]) -> str:
         return "classify"
     if any(k.startswith("avss_decoder.") for k in keys):
         return "separate"
+    if any(k.startswith(("image_proj.", "query_proj.")) for k in keys):  # avfusion's contrastive localiser
+        return "localize"
     if any(k.startswith(_SEGMENTATION_KEYS) for k in keys):
         return "segment"
     if any(k.startswith("encoder.") for k in keys):

@@ -53,8 +53,8 @@ class ShardSampler(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         if not self.shuffle:
             return iter(range(self.rank, self.num_samples, self.world_size))
-        from avfusion.data.sampling import torch_generator
-        order = torch.randperm(self.num_samples, generator=torch_generator(self.seed, self.epoch, 0)).tolist()
+        from avfusion.randomness import Stream, torch_generator
+        order = torch.randperm(self.num_samples, generator=torch_generator(self.seed, self.epoch, 0, Stream.ORDER)).tolist()
         usable = self.num_samples - self.num_samples % self.world_size
         return iter(order[self.rank:usable:self.world_size])
 

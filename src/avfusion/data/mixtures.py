@@ -21,7 +21,8 @@ from avfusion.audio import random_gain
 from avfusion.data.clips import FailedItem, SampleMaker, check_options
 from avfusion.data.indexes import Index, Item
 from avfusion.data.item_media import read_view
-from avfusion.data.sampling import Stream, fixed_mixtures, mixture_sources, numpy_rng, torch_generator
+from avfusion.data.sampling import fixed_mixtures, mixture_sources
+from avfusion.randomness import Stream, numpy_rng, source_stream, torch_generator
 from avfusion.errors import ConfigError, DecodeError
 
 log = logging.getLogger(__name__)
@@ -131,14 +132,13 @@ class MixtureDataset(Dataset):
         m = self.maker
         images, waves, labels = [], [], []
         for k, item in enumerate(items):
-            shift = Stream.SOURCE * (k + 1)
-            rng = numpy_rng(self.seed, self.epoch, i, Stream.WINDOW + shift) if self.train else None
+            rng = numpy_rng(self.seed, self.epoch, i, source_stream(Stream.WINDOW, k)) if self.train else None
             view = read_view(item, window=m.window, sample_rate=m.sample_rate, frame_mode=self.frame_mode, rng=rng)
-            gen = torch_generator(self.seed, self.epoch, i, Stream.IMAGE + shift) if self.train else None
+            gen = torch_generator(self.seed, self.epoch, i, source_stream(Stream.IMAGE, k)) if self.train else None
             images.append(m.image(replace(item, boxes=(), box_annotators=()), view, gen)["image"])
             wave = torch.from_numpy(view.audio[0])
             if self.train and m.gain_db > 0:
-                wave = random_gain(wave, torch_generator(self.seed, self.epoch, i, Stream.AUDIO + shift),
+                wave = random_gain(wave, torch_generator(self.seed, self.epoch, i, source_stream(Stream.AUDIO, k)),
                                    -m.gain_db, m.gain_db)
             waves.append(wave)
             labels.append(m.label(item))

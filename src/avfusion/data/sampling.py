@@ -1,7 +1,7 @@
 """Which part of a clip a sample reads, and which clips a mixture combines.
 
-Every random choice is drawn from a generator seeded by a hash of (seed, epoch, sample index, stream),
-never from global state, so a sample is the same whatever the number of workers or processes, and
+Every random choice is drawn from a generator seeded by a hash of (seed, epoch, sample index, stream)
+(`avfusion.randomness`, the one table of streams), never from global state, so a sample is the same whatever the number of workers or processes, and
 an epoch can be replayed. Times are seconds on the file timeline; a span (lo, hi) is the part of the
 file an item covers.
 
@@ -18,41 +18,12 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-import torch
+
+from avfusion.randomness import Stream, numpy_rng, seed_sequence, torch_generator
 
 __all__ = ["Window", "Stream", "seed_sequence", "numpy_rng", "torch_generator", "train_window",
            "eval_window", "dense_windows", "slot_window", "choose_frame", "mixture_sources",
            "fixed_mixtures"]
-
-
-class Stream:
-    """Independent random streams of one sample; a mixture's source k uses `stream + SOURCE * (k + 1)`."""
-
-    WINDOW = 0
-    IMAGE = 1
-    AUDIO = 2
-    PARTNERS = 3
-    FIXED = 4
-    SOURCE = 16
-
-
-def seed_sequence(seed: int, epoch: int, index: int, stream: int = 0) -> np.random.SeedSequence:
-    """The entropy of one random stream of one sample in one epoch."""
-    values = [int(seed), int(epoch), int(index), int(stream)]
-    if min(values) < 0:
-        raise ValueError(f"seed, epoch, index and stream must be non-negative, got {values}")
-    return np.random.SeedSequence(values)
-
-
-def numpy_rng(seed: int, epoch: int, index: int, stream: int = 0) -> np.random.Generator:
-    """A numpy Generator for (seed, epoch, index, stream)."""
-    return np.random.default_rng(seed_sequence(seed, epoch, index, stream))
-
-
-def torch_generator(seed: int, epoch: int, index: int, stream: int = 0) -> torch.Generator:
-    """A CPU torch.Generator for (seed, epoch, index, stream)."""
-    state = int(seed_sequence(seed, epoch, index, stream).generate_state(1, np.uint64)[0])
-    return torch.Generator().manual_seed(state & (2 ** 63 - 1))
 
 
 @dataclass(frozen=True)

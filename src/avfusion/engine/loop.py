@@ -294,7 +294,13 @@ class _Run:
                 self.scaler.scale(loss / tc.accum_steps).backward()
             for key, item in step_logs.items():
                 logs[key] = logs.get(key, 0.0) + float(item) / tc.accum_steps
-        dist.all_reduce_sum(totals)
+        # the loss parts are reduced with the loss: every logged number is the mean over all processes
+        # (tasks return the same keys on every rank and step)
+        keys = sorted(logs)
+        reduced = torch.cat([totals, torch.tensor([logs[k] for k in keys], dtype=torch.float64, device=totals.device)])
+        dist.all_reduce_sum(reduced)
+        totals = reduced[:2]
+        logs = {k: reduced[2 + i].item() / self.env.world_size for i, k in enumerate(keys)}
         mean_loss = totals[0].item() / (tc.accum_steps * self.env.world_size)
         step_number = self.step + 1
         if totals[1].item() > 0:

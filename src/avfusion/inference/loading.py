@@ -82,7 +82,7 @@ def check_supports(model: nn.Module, method: str, source: str) -> None:
 def with_audio_frames(model: nn.Module, frames: int) -> nn.Module:
     """The same model rebuilt for spectrograms of `frames` frames (the sin-cos positions recomputed)."""
     from avfusion.checkpoints.official import load_state_strict
-    from avfusion.models import EarlyFusionEncoder, build_model
+    from avfusion.models import build_model
 
     encoder = encoder_of(model)
     config = encoder.config
@@ -93,11 +93,7 @@ def with_audio_frames(model: nn.Module, frames: int) -> nn.Module:
                           f"(64 per second): {frames} frames; use a multiple of {config.patch_size / 64:g} s")
     config = dataclasses.replace(config, audio_size=(config.audio_size[0], frames))
     task = task_of(model)
-    if task == "localize":
-        from avfusion.models.localization import ContrastiveLocalizer
-        rebuilt = ContrastiveLocalizer(EarlyFusionEncoder(config), **model.options)
-    else:
-        rebuilt = build_model(task, config, **dict(getattr(model, "options", {})))
+    rebuilt = build_model(task, config, **dict(getattr(model, "options", {})))
     state = model.state_dict()
     key = "audio.pos_embed" if task == "encoder" else "encoder.audio.pos_embed"
     state[key] = rebuilt.state_dict()[key]

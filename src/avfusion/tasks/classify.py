@@ -23,16 +23,15 @@ from avfusion.engine import ParamHints, Task, TrainConfig, unwrap
 from avfusion.errors import ConfigError, DataError
 from avfusion.tasks.classify_data import (class_frequency, dataset_multi_label, dataset_num_classes,
                                           dense_eval_dataset, frequency_bias)
+from avfusion.randomness import Stream, sample_noise
 from avfusion.tasks.common import (AVDIGITS, DataConfig, EpochSamples, ModelConfig, build_dataset,
-                                   encoder_config_for, init_streams, sample_noise)
+                                   encoder_config_for, init_streams)
 from avfusion.tasks.evaluation import EvaluationReport, ReportedEvaluation
 from avfusion.tasks.weights import encoder_param_hints, load_encoder_init, load_task_model
 
 log = logging.getLogger(__name__)
 
 HEADS = ("image", "audio", "fusion", "joint")
-MIXUP_STREAM = 2  # noise stream of sample_noise (0, 1: pretraining masks)
-DROPOUT_STREAM = 3
 
 
 @dataclass
@@ -233,7 +232,7 @@ class ClassifyTask(ReportedEvaluation, Task):
             image, audio, targets = mixup(image, audio, targets, self._mixup_lambda(batch).to(image.device))
         heard = None
         if c.modality_dropout > 0:
-            u = sample_noise(self.cfg.train.seed, batch["epoch"], batch["index"], 1, DROPOUT_STREAM)[:, 0]
+            u = sample_noise(self.cfg.train.seed, batch["epoch"], batch["index"], 1, Stream.MODALITY_DROPOUT)[:, 0]
             heard = (u >= c.modality_dropout).to(image.device)                  # (B,) False: no sound
             audio = audio * heard.to(audio.dtype).view(-1, *([1] * (audio.ndim - 1)))
         out = model(image, audio)
@@ -256,7 +255,7 @@ class ClassifyTask(ReportedEvaluation, Task):
         from scipy.stats import beta
 
         c = self.cfg.classify
-        u = sample_noise(self.cfg.train.seed, batch["epoch"], batch["index"], 2, MIXUP_STREAM).double()
+        u = sample_noise(self.cfg.train.seed, batch["epoch"], batch["index"], 2, Stream.MIXUP).double()
         lam = torch.from_numpy(beta.ppf(u[:, 1].numpy(), c.mixup, c.mixup))
         return torch.where(u[:, 0] < c.mixup_prob, lam, torch.ones_like(lam)).float()
 

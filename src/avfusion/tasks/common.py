@@ -10,7 +10,6 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, Dataset
 
@@ -272,18 +271,3 @@ def build_dataset(data: DataConfig, split: str, *, train: bool, seed: int = 0) -
     return ClipDataset(index, split, train=train, window=data.window, image_size=(data.image_size, data.image_size),
                        sample_rate=data.sample_rate, n_mels=data.n_mels, seed=seed, frame_mode=data.frame_mode,
                        crop_min=data.crop_min, gain_db=data.gain_db, on_error=data.on_error)
-
-
-def sample_noise(seed: int, epoch: torch.Tensor | int, index: torch.Tensor, length: int, stream: int) -> torch.Tensor:
-    """Uniform noise (B, length) for each sample, a pure function of (seed, epoch, index, stream).
-
-    Per-sample randomness drawn this way does not depend on batch composition, process count or
-    resumption; ``stream`` separates independent uses (e.g. 0: image masking, 1: audio masking).
-    """
-    index = torch.as_tensor(index).reshape(-1).tolist()
-    epochs = torch.as_tensor(epoch).reshape(-1).tolist()
-    if len(epochs) == 1:
-        epochs = epochs * len(index)
-    rows = [np.random.default_rng([int(seed), int(e), int(i), int(stream)]).random(length, dtype=np.float32)
-            for e, i in zip(epochs, index, strict=True)]
-    return torch.from_numpy(np.stack(rows)) if rows else torch.empty(0, length)

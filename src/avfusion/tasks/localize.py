@@ -22,11 +22,10 @@ from avfusion.errors import CheckpointError, ConfigError, DataError
 from avfusion.tasks.common import (AVDIGITS, DataConfig, EpochSamples, ModelConfig, build_dataset, encoder_config_for,
                                    init_streams)
 from avfusion.tasks.evaluation import EvaluationReport, ReportedEvaluation
-from avfusion.tasks.weights import layer_id_fn, load_encoder_init
+from avfusion.tasks.weights import encoder_param_hints, layer_id_fn, load_encoder_init
 
 log = logging.getLogger(__name__)
 
-RANDOM_DIGIT_STREAM = 7  # sample_noise stream of the random-visible-digit baseline
 BASELINES = ("center", "full")
 
 
@@ -150,10 +149,10 @@ def to_pixels(maps: torch.Tensor, size: int, upsample: str = "patch_centres") ->
 
 def random_digit_heatmap(boxes: np.ndarray, num_digits: int, size: int, seed: int, index: int) -> np.ndarray:
     """Baseline: the box of one visible digit drawn uniformly, a pure function of (seed, index)."""
-    from avfusion.data.sampling import numpy_rng
+    from avfusion.randomness import Stream, numpy_rng
     from avfusion.tasks.annotated import boxes_mask
 
-    k = int(numpy_rng(seed, 0, index, RANDOM_DIGIT_STREAM).integers(num_digits))
+    k = int(numpy_rng(seed, 0, index, Stream.RANDOM_DIGIT).integers(num_digits))
     return boxes_mask(boxes[k:k + 1], size).astype(np.float64)
 
 
@@ -164,6 +163,7 @@ class LocalizeTask(ReportedEvaluation, Task):
     def __init__(self) -> None:
         self.cfg: LocalizeRecipe | None = None
         self._eval_set: Dataset | None = None
+        self._streams: tuple[str, ...] = ()  # streams initialised from MAE / AudioMAE files (the lr ramp)
         self.last_report: EvaluationReport | None = None
 
     # ------------------------------------------------------------------ model
@@ -176,8 +176,9 @@ class LocalizeTask(ReportedEvaluation, Task):
         encoder = EarlyFusionEncoder(encoder_config_for(m, cfg.data))
         if m.pretrained:
             load_encoder_init(encoder, m.pretrained)
+            self._streams = ()
         else:
-            init_streams(encoder, m)
+            self._streams = init_streams(encoder, m)
         if cfg.localize.readout == "attention":
             return encoder
         return ContrastiveLocalizer(encoder, proj_dim=m.proj_dim, hidden_dim=m.hidden_dim, query=m.query,
@@ -208,8 +209,10 @@ class LocalizeTask(ReportedEvaluation, Task):
         return encoder.eval()
 
     def param_hints(self, model: nn.Module) -> ParamHints:
-        depth = getattr(unwrap(model), "encoder", unwrap(model)).depth
-        return ParamHints(layer_id=layer_id_fn(depth), num_layers=depth + 1)
+        if not hasattr(unwrap(model), "encoder"):  # the attention read-out: the bare encoder, nothing to train
+            depth = unwrap(model).depth
+            return ParamHints(layer_id=layer_id_fn(depth), num_layers=depth + 1)
+        return encoder_param_hints(model, self._streams)
 
     # ------------------------------------------------------------------ training
     def train_dataset(self, cfg: LocalizeRecipe) -> Dataset:
@@ -286,9 +289,7 @@ class LocalizeTask(ReportedEvaluation, Task):
                                                               gt.shape[-1], self.cfg.train.seed, index)
         out: dict = {}
         skip = None
-        if "valid" in batch and not bool(batch["valid"][j]):
-            skip = Skipped("undecodable")
-        elif gt.sum() == 0:
+        if gt.sum() == 0:
             skip = Skipped("no annotated box")
         for subject, heatmap in candidates.items():
             for rule_b in self.cfg.localize.binarize:

@@ -4,8 +4,8 @@ Each item: the annotated frame resized to ``data.image_size`` squared (no crop, 
 evaluation does, so that the boxes keep their meaning), the audio window of ``data.window`` seconds
 centred in the clip, and the ground-truth map at ``gt_size`` (224) by the dataset's rule:
 Flickr-SoundNet ``consensus`` (boxes on the 256-pixel frame, summed over annotators, halved, clipped
-to 1), VGG-SS ``union`` (binary). Items that fail to decode raise, or with ``data.on_error: skip``
-come back with ``valid`` False (scored as skipped, never replaced by another item).
+to 1), VGG-SS ``union`` (binary). Evaluation is strict, as everywhere: an item that fails to decode
+raises (``DecodeError`` naming the file), whatever ``data.on_error`` says for training.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from avfusion.errors import ConfigError, DecodeError
+from avfusion.errors import ConfigError
 from avfusion.tasks.common import DataConfig
 
 log = logging.getLogger(__name__)
@@ -48,8 +48,6 @@ class LocalizationTestSet(Dataset):
             raise ConfigError(f"localisation test set {name!r} is not one of {sorted(GT_RULES)} (or avdigits)")
         if not root:
             raise ConfigError(f"the {name} test set needs its root directory: set localize.eval_root")
-        if data.on_error not in ("raise", "skip"):
-            raise ConfigError(f"data.on_error must be 'raise' or 'skip' for localisation, got {data.on_error!r}")
         self.items = open_index(name, root, **(index_options or {}))["test"]
         self.rule = GT_RULES[name]
         self.data = data
@@ -80,15 +78,7 @@ class LocalizationTestSet(Dataset):
         item = self.items[i]
         d = self.data
         gt = torch.from_numpy(gt_map(item, self.rule, self.gt_size)).float()
-        try:
-            frame, wave = self._decode(item)
-        except DecodeError as exc:
-            if d.on_error == "raise":
-                raise
-            log.warning("skipping %s: %s", item.id, exc)
-            frames = int(round(d.window * d.sample_rate)) // (d.sample_rate // 64)
-            return {"image": torch.zeros(3, d.image_size, d.image_size), "audio": torch.zeros(1, d.n_mels, frames),
-                    "gt": gt, "index": i, "valid": False}
+        frame, wave = self._decode(item)  # evaluation never skips: a DecodeError stops it, naming the file
         image = normalize(resize(to_float_tensor(frame), (d.image_size, d.image_size)))
         audio = log_mel_spectrogram(torch.from_numpy(wave), d.sample_rate, d.n_mels, d.window)[None]
-        return {"image": image, "audio": audio, "gt": gt, "index": i, "valid": True}
+        return {"image": image, "audio": audio, "gt": gt, "index": i}

@@ -12,12 +12,12 @@ from torch.utils.data import Dataset
 
 from avfusion.engine import ParamHints, Task, TrainConfig, unwrap
 from avfusion.errors import ConfigError
+from avfusion.randomness import Stream, sample_noise
 from avfusion.tasks.common import (DataConfig, EpochSamples, ModelConfig, build_dataset,
-                                   encoder_config_for, init_streams, sample_noise)
+                                   encoder_config_for, init_streams)
 
 log = logging.getLogger(__name__)
 
-IMAGE_STREAM, AUDIO_STREAM = 0, 1  # noise streams of sample_noise
 
 
 @dataclass
@@ -118,8 +118,8 @@ class PretrainTask(Task):
         encoder = unwrap(model).encoder
         device = batch["image"].device
         noise = {name: sample_noise(self._seed, batch["epoch"], batch["index"], stream.num_patches, sid).to(device)
-                 for name, stream, sid in (("image_noise", encoder.image, IMAGE_STREAM),
-                                           ("audio_noise", encoder.audio, AUDIO_STREAM))}
+                 for name, stream, sid in (("image_noise", encoder.image, Stream.MASK_IMAGE),
+                                           ("audio_noise", encoder.audio, Stream.MASK_AUDIO))}
         out = model(batch["image"], batch["audio"], **noise)
         return out.loss, {"loss_image": out.loss_image.detach(), "loss_audio": out.loss_audio.detach()}
 

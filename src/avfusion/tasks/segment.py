@@ -22,7 +22,7 @@ from avfusion.engine import ParamHints, Task, TrainConfig, unwrap
 from avfusion.errors import ConfigError, DataError
 from avfusion.tasks.common import AVDIGITS, DataConfig, ModelConfig, encoder_config_for, init_streams
 from avfusion.tasks.evaluation import EvaluationReport, ReportedEvaluation
-from avfusion.tasks.weights import layer_id_fn, load_encoder_init, load_task_model
+from avfusion.tasks.weights import encoder_param_hints, load_encoder_init, load_task_model
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +123,7 @@ class SegmentTask(ReportedEvaluation, Task):
     def __init__(self) -> None:
         self.cfg: SegmentRecipe | None = None
         self._index = None
+        self._streams: tuple[str, ...] = ()  # streams initialised from MAE / AudioMAE files (the lr ramp)
         self._train_set: Dataset | None = None
         self._eval_set: Dataset | None = None
         self.last_report: EvaluationReport | None = None
@@ -190,8 +191,9 @@ class SegmentTask(ReportedEvaluation, Task):
         model = build_model("segment", encoder_config_for(m, cfg.data), num_classes=self.num_classes(cfg))
         if m.pretrained:
             load_encoder_init(model.encoder, m.pretrained)
+            self._streams = ()
         else:
-            init_streams(model.encoder, m)
+            self._streams = init_streams(model.encoder, m)
         return model
 
     def model_for_evaluation(self, cfg: SegmentRecipe, checkpoint: str) -> nn.Module:
@@ -199,8 +201,7 @@ class SegmentTask(ReportedEvaluation, Task):
         return load_task_model("segment", checkpoint, encoder_config_for(cfg.model, cfg.data))
 
     def param_hints(self, model: nn.Module) -> ParamHints:
-        depth = unwrap(model).encoder.depth
-        return ParamHints(layer_id=layer_id_fn(depth), num_layers=depth + 1)
+        return encoder_param_hints(model, self._streams)
 
     # ------------------------------------------------------------------ training
     def batch_size(self, batch: Any) -> int:

@@ -28,10 +28,10 @@ from torch.utils.data import Dataset
 
 from avfusion.engine import Task, TrainConfig, unwrap
 from avfusion.errors import ConfigError, DataError
+from avfusion.randomness import Stream, sample_noise
 from avfusion.tasks.common import (AVDIGITS, AVDigitsTaskSet, DataConfig, EpochSamples, ModelConfig,
-                                   encoder_config_for, sample_noise)
+                                   encoder_config_for)
 from avfusion.tasks.evaluation import EvaluationReport, ReportedEvaluation
-from avfusion.tasks.pretrain import AUDIO_STREAM, IMAGE_STREAM
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ class UnimodalTask(ReportedEvaluation, Task):
     def _noise(self, batch: dict, model: nn.Module) -> torch.Tensor | None:
         if self.cfg.unimodal.objective != "mae":
             return None
-        stream = IMAGE_STREAM if self.cfg.unimodal.modality == "image" else AUDIO_STREAM
+        stream = Stream.MASK_IMAGE if self.cfg.unimodal.modality == "image" else Stream.MASK_AUDIO
         length = unwrap(model).stream.num_patches
         return sample_noise(self.cfg.train.seed, batch.get("epoch", 0), batch["index"], length, stream)
 
