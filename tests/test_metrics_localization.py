@@ -126,3 +126,14 @@ def test_errors():
         gt_from_boxes_union([[0.5, 0.5, 0.1, 0.9]])
     with pytest.raises(DataError):
         gt_from_boxes_consensus([])
+
+
+@pytest.mark.parametrize("size,rule", [(14, "median"), (7, "fixed@0.5"), (224, "median"), (6, "fixed@0.5")])
+def test_a_constant_heatmap_predicts_the_whole_image_at_any_resolution(size, rule):
+    """A constant map binarises to the whole image whatever its resolution: resizing it must not create
+    the ~1e-8 ripple that min-max normalisation used to stretch into a pattern (99.1 % / 0.9 % marked)."""
+    gt = np.zeros((224, 224))
+    gt[20:80, 100:180] = 1.0   # 4,800 of 50,176 pixels
+    expected = gt.sum() / gt.size  # every pixel predicted: sum(G) / (sum(G) + sum(G == 0))
+    assert ciou(np.full((size, size), 0.37), gt, rule) == pytest.approx(expected, abs=1e-12)
+    assert ciou(torch.full((size, size), -2.0), gt, rule) == pytest.approx(expected, abs=1e-12)

@@ -81,7 +81,8 @@ def binarize_map(heatmap: np.ndarray, binarize: str = "median") -> np.ndarray:
 def ciou(heatmap: Any, gt_map: Any, binarize: str = "median") -> float:
     """cIoU of one image: sum(P*G) / (sum(G) + sum(P*[G==0])).
 
-    heatmap: 2-D, any resolution (numpy or torch), higher = more likely sounding.
+    heatmap: 2-D, any resolution (numpy or torch), higher = more likely sounding; a constant map
+    predicts the whole image under every rule.
     gt_map: 2-D ground truth at evaluation resolution (e.g. 224x224), values in [0, 1]
     (consensus maps hold 0.5 for pixels marked by a single annotator).
     """
@@ -90,7 +91,14 @@ def ciou(heatmap: Any, gt_map: Any, binarize: str = "median") -> float:
         raise DataError("gt_map: values must lie in [0, 1]")
     if gt.sum() == 0:
         raise DataError("gt_map: marks no pixel; an image without a sounding box cannot be scored")
-    pred = binarize_map(minmax_normalize(resize_bilinear(heatmap, gt.shape)), binarize)
+    source = to_numpy(heatmap, "heatmap", ndim=2)
+    if float(source.max()) == float(source.min()):
+        # constancy is decided on the map as given: bilinear resizing leaves ~1e-8 noise on a constant map,
+        # which min-max normalisation would stretch to [0, 1]
+        normalized = np.ones(gt.shape, dtype=np.float64)
+    else:
+        normalized = minmax_normalize(resize_bilinear(heatmap, gt.shape))
+    pred = binarize_map(normalized, binarize)
     pred = pred.astype(np.float64)
     return float(np.sum(pred * gt) / (np.sum(gt) + np.sum(pred * (gt == 0))))
 
