@@ -14,7 +14,9 @@ import numpy as np
 import torch
 
 __all__ = [
+    "FRAMES_PER_SECOND",
     "stft_params",
+    "num_frames",
     "pad_or_repeat",
     "mel_filterbank",
     "power_spectrogram",
@@ -25,11 +27,18 @@ __all__ = [
 ]
 
 LOG_EPS = 1e-7
+#: Spectrogram frames per second of audio (hop = rate // 64): the official front end's, everywhere.
+FRAMES_PER_SECOND = 64
 
 
 def stft_params(sample_rate: int) -> tuple[int, int]:
-    """(n_fft, hop) of the official front end: 50 ms window, 64 frames per second."""
-    return int(0.05 * sample_rate), int(sample_rate) // 64
+    """(n_fft, hop) of the official front end: 50 ms window, FRAMES_PER_SECOND frames per second."""
+    return int(0.05 * sample_rate), int(sample_rate) // FRAMES_PER_SECOND
+
+
+def num_frames(window: float, sample_rate: int) -> int:
+    """Spectrogram frames of a window of ``window`` seconds: samples // hop (192 for 3 s)."""
+    return int(round(window * sample_rate)) // stft_params(sample_rate)[1]
 
 
 def pad_or_repeat(waveform: torch.Tensor, num_samples: int) -> torch.Tensor:

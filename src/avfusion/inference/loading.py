@@ -81,6 +81,7 @@ def check_supports(model: nn.Module, method: str, source: str) -> None:
 
 def with_audio_frames(model: nn.Module, frames: int) -> nn.Module:
     """The same model rebuilt for spectrograms of `frames` frames (the sin-cos positions recomputed)."""
+    from avfusion.audio import FRAMES_PER_SECOND
     from avfusion.checkpoints.official import load_state_strict
     from avfusion.models import build_model
 
@@ -90,7 +91,8 @@ def with_audio_frames(model: nn.Module, frames: int) -> nn.Module:
         return model
     if frames % config.patch_size:
         raise ConfigError(f"the window must give a multiple of {config.patch_size} spectrogram frames "
-                          f"(64 per second): {frames} frames; use a multiple of {config.patch_size / 64:g} s")
+                          f"({FRAMES_PER_SECOND} per second): {frames} frames; use a multiple of "
+                          f"{config.patch_size / FRAMES_PER_SECOND:g} s")
     config = dataclasses.replace(config, audio_size=(config.audio_size[0], frames))
     task = task_of(model)
     rebuilt = build_model(task, config, **dict(getattr(model, "options", {})))
@@ -98,5 +100,6 @@ def with_audio_frames(model: nn.Module, frames: int) -> nn.Module:
     key = "audio.pos_embed" if task == "encoder" else "encoder.audio.pos_embed"
     state[key] = rebuilt.state_dict()[key]
     load_state_strict(rebuilt, state, "the rebuilt model")
-    log.info("model trained on %.2f s of audio runs on %.2f s windows", encoder.config.audio_size[1] / 64, frames / 64)
+    log.info("model trained on %.2f s of audio runs on %.2f s windows", encoder.config.audio_size[1] / FRAMES_PER_SECOND,
+             frames / FRAMES_PER_SECOND)
     return rebuilt.eval()

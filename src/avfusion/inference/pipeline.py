@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from avfusion.audio import FRAMES_PER_SECOND
 from avfusion.errors import ConfigError, DataError, DecodeError
 from avfusion.inference import loading, views
 from avfusion.inference.results import (ClassifyResult, EmbedResult, Input, LocalizeResult, SegmentResult,
@@ -28,7 +29,6 @@ from avfusion.inference.windows import open_media, plan_windows
 
 log = logging.getLogger(__name__)
 
-FRAMES_PER_SECOND = 64        # spectrogram frames per second of audio (hop = rate // 64)
 DEFAULT_FIT = {"classify": "crop", "embed": "crop", "localize": "squash", "segment": "squash", "separate": "squash"}
 
 

@@ -84,8 +84,10 @@ class DataConfig:
 
     @property
     def audio_frames(self) -> int:
-        """Spectrogram frames of one window: samples // hop, hop = rate // 64 (192 for 3 s)."""
-        return int(round(self.window * self.sample_rate)) // (self.sample_rate // 64)
+        """Spectrogram frames of one window: samples // hop (192 for 3 s)."""
+        from avfusion.audio import num_frames
+
+        return num_frames(self.window, self.sample_rate)
 
 
 @dataclass
