@@ -17,7 +17,7 @@ SMALL = dict(image_size=(32, 48), audio_size=(32, 32), embed_dim=32, depth=2, nu
 
 
 def test_official_round_trip_is_exact(official_tiny, tmp_path):
-    original = official_tiny["cases"]["factorized_mmi/1-2"]["checkpoint"]
+    original = official_tiny["cases"]["factorized_mmi/subset"]["checkpoint"]
     model = avfusion.load_official(original, **tiny_kwargs(official_tiny))
     path = tmp_path / "exported.pth"
     export_official(model, path, epoch=3)
@@ -87,7 +87,8 @@ def test_unrecoverable_settings_are_clear_errors(official_tiny, tmp_path):
         avfusion.load_official(state, **{**kwargs, "num_fusion_tokens": (16, 8, 8)})
     with pytest.raises(CheckpointError, match="pass the image_size"):
         avfusion.load_official(state, **{**kwargs, "image_size": (224, 224)})
-    with pytest.raises(CheckpointError, match="head count for width 64"):
+    width = json.loads(official_tiny["config"])["embed_dim"]
+    with pytest.raises(CheckpointError, match=f"head count for width {width}"):
         avfusion.load_official(state, **{**kwargs, "num_heads": None})
     with pytest.raises(CheckpointError, match="no such checkpoint"):
         avfusion.load_official(tmp_path / "missing.pth")

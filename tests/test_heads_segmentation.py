@@ -119,7 +119,8 @@ def test_round_trips(official_tiny_segmentation, tmp_path):
     ref = official_tiny_segmentation["heads"]["segmentation/classes=5"]
     config = json.loads(official_tiny_segmentation["config"])
     model = avfusion.load_official(ref["state_dict"], image_size=config["image_size"], audio_size=config["audio_size"],
-                                   num_heads=4, fusion_num_heads=4, num_fusion_tokens=config["fusion_tokens"])
+                                   num_heads=ref["encoder"]["num_heads"], fusion_num_heads=config["fusion_heads"],
+                                   num_fusion_tokens=config["fusion_tokens"])
     model.save_pretrained(tmp_path / "segm")
     again = avfusion.from_pretrained(tmp_path / "segm").eval()
     assert isinstance(again, Segmenter) and again.num_classes == 5

@@ -37,7 +37,7 @@ def test_parity_with_official(official_tiny, case):
     ref = official_tiny["heads"][case]
     model = avfusion.load_official({"state_dict": ref["state_dict"]}, **tiny_kwargs(official_tiny), **VARIANTS[case])
     assert isinstance(model, Separator) and not model.training  # references were made in eval mode
-    assert model.encoder.fusion_layers == [0, 1, 2]
+    assert model.encoder.fusion_layers == list(range(json.loads(official_tiny["config"])["depth"]))
     with torch.no_grad():
         out = model(official_tiny["inputs"]["image"], ref["audio_mix"], ref["audio_gt"])
     assert out.mask_logits.shape == (2, 1, 32, 48)

@@ -10,7 +10,7 @@ import avfusion
 from avfusion.models import AVMAE, Classifier, EarlyFusionEncoder
 from tests.conftest import assert_close_rel
 
-CASES = [f"{arch}/{layers}" for arch in ("factorized_mmi", "dense_mmi", "token") for layers in ("all", "1-2")]
+CASES = [f"{arch}/{layers}" for arch in ("factorized_mmi", "dense_mmi", "token") for layers in ("all", "subset")]
 FUSION_TYPE = {"factorized_mmi": "factorized", "dense_mmi": "dense", "token": "token"}
 
 
@@ -28,14 +28,17 @@ def models(official_tiny):
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_configuration_inferred_from_shapes(models, name):
+def test_configuration_inferred_from_shapes(models, official_tiny, name):
     model = models[name]
     assert isinstance(model, AVMAE)
     config = model.encoder.config
+    ref = json.loads(official_tiny["config"])
     arch, layers = name.split("/")
-    assert (config.embed_dim, config.depth, config.fusion_type, config.fusion_layers) == (64, 3, FUSION_TYPE[arch], layers)
+    layers = ref["layers_subset"] if layers == "subset" else layers
+    assert (config.embed_dim, config.depth, config.fusion_type, config.fusion_layers) == (
+        ref["embed_dim"], ref["depth"], FUSION_TYPE[arch], layers)
     assert config.mlp_ratio == 4.0 and config.fusion_mlp_ratio == 1.0 and config.fusion_attn_ratio == 0.25
-    assert (model.options["decoder_embed_dim"], model.options["decoder_depth"]) == (32, 2)
+    assert (model.options["decoder_embed_dim"], model.options["decoder_depth"]) == (ref["dec_dim"], ref["dec_depth"])
 
 
 @pytest.mark.parametrize("name", CASES)
