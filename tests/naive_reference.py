@@ -1,4 +1,4 @@
-"""A deliberately naive second implementation of MODEL.md, for parity on configurations the official
+"""A deliberately naive second implementation of the model of docs/model.md, for parity on configurations the official
 fixtures do not cover. It works on an official-layout state dict, builds every audio-visual pair
 explicitly and uses textbook attention, so it shares no code path with the library's models.
 """

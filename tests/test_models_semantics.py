@@ -1,5 +1,5 @@
 """The model on configurations the official fixtures do not contain, against a naive second
-implementation of MODEL.md (fresh random weights, rectangular grids, other widths, heads and ratios)."""
+implementation of the model of docs/model.md (fresh random weights, rectangular grids, other widths, heads and ratios)."""
 from __future__ import annotations
 
 import pytest
@@ -67,7 +67,7 @@ def test_encoder_matches_naive_reference(config):
 @pytest.mark.parametrize("kind", ["dense", "factorized"])
 @pytest.mark.parametrize("sizes", [(196, 96), (7, 13)])
 def test_linear_cost_pairwise_attention_is_exact(kind, sizes):
-    """MODEL.md 4.3: the factorised softmax equals the softmax over materialised pairs (float32 rounding)."""
+    """docs/model.md, exact dense interactions: the factorised softmax equals the softmax over materialised pairs (float32 rounding)."""
     torch.manual_seed(3)
     D, H = 64, 4
     if kind == "dense":

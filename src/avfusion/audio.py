@@ -1,7 +1,7 @@
 """Audio front end: the official log-mel spectrogram, its inverse for separation, and waveform helpers.
 
 All spectrogram functions take a torch waveform with any leading batch dimensions, (..., samples).
-STFT settings follow the official front end (MODEL.md section 7): n_fft = int(0.05 * rate),
+STFT settings follow the official front end (docs/model.md, audio front end): n_fft = int(0.05 * rate),
 hop = rate // 64, periodic Hann window of length n_fft, centred with reflect padding.
 """
 from __future__ import annotations

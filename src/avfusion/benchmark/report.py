@@ -122,7 +122,7 @@ def _localization(data: dict) -> list[str]:
                          e["protocol"], str(e["N"])])
     return ["## Localisation (which digit speaks)", "",
             *_table(["read-out", "AP50", "AUC", "mean cIoU", "AP50 (median)", "AUC (median)", "protocol", "N"], rows),
-            "Primary protocol `fixed@0.5` on the min-max normalised heatmap, binary box ground truth (AVDIGITS.md); "
+            "Primary protocol `fixed@0.5` on the min-max normalised heatmap, binary box ground truth (docs/avdigits.md); "
             "the `median` rule is printed beside it. `random_digit`: the box of a visible digit drawn at random.", ""]
 
 

@@ -1,7 +1,7 @@
 """The numbers of a pipeline run as report.json sections, and the benchmark's targets.
 
 Every number keeps what produced it: ``{"top1": 0.83, "protocol": "top1", "N": 500, "skipped": {}}``.
-Localisation's primary protocol is ``fixed@0.5`` (AVDIGITS.md); the ``median`` numbers sit beside them
+Localisation's primary protocol is ``fixed@0.5`` (docs/avdigits.md); the ``median`` numbers sit beside them
 under ``median``.
 """
 from __future__ import annotations

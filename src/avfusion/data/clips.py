@@ -1,6 +1,6 @@
 """Torch datasets of audio-visual samples read from an index: `ClipDataset` and `MixtureDataset`.
 
-A sample is one frame and the log-mel spectrogram of a window of audio (MODEL.md sections 1 and 7).
+A sample is one frame and the log-mel spectrogram of a window of audio (docs/model.md: inputs, audio front end).
 Training draws the window (temporal jitter), the crop, the flip and the gain from generators seeded by
 (seed, epoch, index) (`avfusion.data.sampling`), so it does not depend on workers or processes;
 `set_epoch` changes them. Evaluation is centred and deterministic. Nothing is ever replaced: an

@@ -1,6 +1,6 @@
 """Mix-and-separate samples: `MixtureDataset` (imported from `avfusion.data.clips`).
 
-The mixture is the sum of the sources' waveforms (PROTOCOLS.md, separation). Where the sources come
+The mixture is the sum of the sources' waveforms (docs/protocols.md, separation). Where the sources come
 from, in order of precedence:
 1. an index whose items hold several media files (e.g. `vggsound_music`): each item is one fixed mixture;
 2. `pairs`: a fixed list of mixtures, each a sequence of item ids or positions in the split;

@@ -1,4 +1,4 @@
-"""Named evaluation protocols (PROTOCOLS.md): pure functions plus rank-aware accumulators.
+"""Named evaluation protocols (docs/protocols.md): pure functions plus rank-aware accumulators.
 
 Every summary is a dict carrying ``protocol``, ``N`` (items scored) and ``skipped``
 ({reason: count}) beside its numbers. This package imports no model, data, engine or CLI code.

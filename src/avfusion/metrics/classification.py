@@ -1,4 +1,4 @@
-"""Classification: top-1, per-class average precision, mAP, ROC-AUC, d' (PROTOCOLS.md).
+"""Classification: top-1, per-class average precision, mAP, ROC-AUC, d' (docs/protocols.md).
 
 Average precision is sklearn's (step-wise, not interpolated): with the distinct scores of a class
 as thresholds in decreasing order, AP = sum_k (R_k - R_{k-1}) * P_k, R_0 = 0; tied scores enter

@@ -1,4 +1,4 @@
-"""k-NN retrieval accuracy on a held-out labelled set (the pretraining monitor, PROTOCOLS.md).
+"""k-NN retrieval accuracy on a held-out labelled set (the pretraining monitor, docs/protocols.md).
 
 Protocol ``knn-loo``: features are L2-normalised; every item queries all OTHER items of the set by
 cosine similarity (leave-one-out by identity, not by rank; ties in similarity go to the lower item

@@ -1,11 +1,11 @@
-"""Visual sound localisation: cIoU, AP50, AUC (the LVS / EZ-VSL protocol, PROTOCOLS.md).
+"""Visual sound localisation: cIoU, AP50, AUC (the LVS / EZ-VSL protocol, docs/protocols.md).
 
 Conventions (those of the EZ-VSL evaluation code, which Flickr-SoundNet and VGG-SS numbers follow):
 
 * Heatmaps of any resolution are resized to the ground-truth size with bilinear interpolation,
   ``align_corners=True``.
 * Min-max normalisation maps a heatmap to [0, 1]. A constant heatmap (max == min) normalises to all
-  ones, so it binarises to the whole image under every rule (the ``full`` baseline, AVDIGITS.md).
+  ones, so it binarises to the whole image under every rule (the ``full`` baseline, docs/avdigits.md).
 * ``median``: threshold = the element at index ``n // 2`` of the sorted values (the upper median);
   a pixel is 1 where heatmap >= threshold. With distinct values that is exactly the top half of the
   pixels; ties at the threshold are all included (a constant heatmap marks everything).

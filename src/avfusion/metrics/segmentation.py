@@ -1,4 +1,4 @@
-"""Audio-visual segmentation: the `avsbench`, `official` and `semantic` protocols (PROTOCOLS.md).
+"""Audio-visual segmentation: the `avsbench`, `official` and `semantic` protocols (docs/protocols.md).
 
 Binary protocols take foreground probabilities in [0, 1] (apply sigmoid to logits first) and
 binary ground truth; `semantic` takes per-class scores (logits or probabilities: only the argmax

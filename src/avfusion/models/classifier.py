@@ -19,7 +19,7 @@ class ClassifierOutput:
 
 
 class Classifier(AVModel):
-    """Heads `image_head`, `audio_head`, `fusion_head` over mean-pooled tokens (MODEL.md section 6).
+    """Heads `image_head`, `audio_head`, `fusion_head` over mean-pooled tokens (docs/model.md, task heads).
 
     `linear_probe=True` freezes the encoder (kept in eval mode, no gradients) and normalises each
     pooled feature with BatchNorm1d(D, affine=False, eps=1e-6) (`image_norm`, `audio_norm`,

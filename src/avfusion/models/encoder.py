@@ -88,7 +88,7 @@ class EncoderOutput(Tokens):
 
 
 class EarlyFusionEncoder(AVModel):
-    """DeepAVFusion encoder (MODEL.md section 3).
+    """DeepAVFusion encoder (docs/model.md, the early-fusion encoder).
 
     At a layer with a fusion block, each stream block reads [fusion tokens, own tokens] and its fusion
     outputs are dropped; the fusion block reads the block INPUTS. Layers without one run the streams

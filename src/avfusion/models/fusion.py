@@ -1,6 +1,6 @@
 """Fusion blocks: how the fusion tokens read the local image and audio tokens at one layer.
 
-Every block shares one shell (MODEL.md section 4; the residual is added to the NORMALISED fusion state):
+Every block shares one shell (docs/model.md, fusion blocks; the residual is added to the NORMALISED fusion state):
 
     m, v, a = norm1_mm(M), norm1_img(V), norm1_aud(A)
     m = m + Interact(m, v, a)
@@ -8,7 +8,7 @@ Every block shares one shell (MODEL.md section 4; the residual is added to the N
 
 The `dense` and `factorized` interactions attend over every (image token, audio token) pair. Keys and
 values are linear in the concatenated pair, so the softmax over all pairs factorises into two ordinary
-cross-attentions sharing the query (MODEL.md 4.3): we compute them exactly at O(N_image + N_audio) cost
+cross-attentions sharing the query (docs/model.md, exact dense interactions): we compute them exactly at O(N_image + N_audio) cost
 and never build the N_image x N_audio pairs.
 """
 from __future__ import annotations
@@ -213,7 +213,7 @@ class TokenInteraction(nn.Module):
 
 
 class FusionBlock(nn.Module):
-    """One fusion block (MODEL.md section 4): the shared shell around an interaction."""
+    """One fusion block (docs/model.md, fusion blocks): the shared shell around an interaction."""
 
     def __init__(self, fusion_type: str, dim: int, num_heads: int, num_tokens: tuple[int, int, int],
                  attn_ratio: float = 0.25, mlp_ratio: float = 1.0, drop: float = 0.0,

@@ -99,7 +99,7 @@ class PretrainOutput:
 
 
 class AVMAE(AVModel):
-    """Masked audio-visual pretraining model (MODEL.md section 5)."""
+    """Masked audio-visual pretraining model (docs/model.md, AV-MAE)."""
 
     task = "pretrain"
 

@@ -1,7 +1,7 @@
 """The evaluation report every task produces: a table of named-protocol numbers with their N.
 
 Each row says what produced a number (``subject``: a head, the model, or a baseline), which metric
-and protocol (PROTOCOLS.md), its value, how many items were scored (N) and how many were skipped and
+and protocol (docs/protocols.md), its value, how many items were scored (N) and how many were skipped and
 why. ``avfusion evaluate`` prints the table and writes it as JSON; during training the engine logs
 ``report.metrics()``.
 
@@ -32,7 +32,7 @@ class Row:
     Attributes:
         subject: what produced it: a classifier head (image/audio/fusion/joint), "model", or a baseline.
         metric: e.g. "top1", "mAP", "SDR".
-        protocol: the named protocol of PROTOCOLS.md, e.g. "top1", "mAP/seen", "bss_eval_v3".
+        protocol: the named protocol of docs/protocols.md, e.g. "top1", "mAP/seen", "bss_eval_v3".
         value: the number (NaN when nothing could be scored).
         n: items scored.
         skipped: items left out, by reason.

@@ -2,7 +2,7 @@
 
 ``attention`` is training-free (the fusion blocks' attention over the image tokens); ``contrastive``
 trains a light head without labels on audio-visual pairs (``avfusion.models.localization``).
-Evaluation (PROTOCOLS.md, AVDIGITS.md) scores every read-out the model has, beside the ``center``
+Evaluation (docs/protocols.md, docs/avdigits.md) scores every read-out the model has, beside the ``center``
 and ``full`` baselines (and, on AV-Digits, the box of a random visible digit), with AP50, AUC and
 mean cIoU under each binarisation rule of the recipe. See docs/localization.md.
 """

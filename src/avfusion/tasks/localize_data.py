@@ -1,4 +1,4 @@
-"""Sound-localisation test sets with ground-truth maps: Flickr-SoundNet and VGG-SS (PROTOCOLS.md).
+"""Sound-localisation test sets with ground-truth maps: Flickr-SoundNet and VGG-SS (docs/protocols.md).
 
 Each item: the annotated frame resized to ``data.image_size`` squared (no crop, as the EZ-VSL
 evaluation does, so that the boxes keep their meaning), the audio window of ``data.window`` seconds

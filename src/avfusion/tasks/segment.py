@@ -1,10 +1,10 @@
 """Audio-visual segmentation: AVSBench S4 / MS3 (binary), AVSS (semantic), and AV-Digits.
 
 Training uses the annotated frames (the official recipe: AdamW, layer decay 0.75, base lr 3e-4).
-Evaluation scores every annotated frame (PROTOCOLS.md): binary tasks under ``avsbench`` (per clip)
+Evaluation scores every annotated frame (docs/protocols.md): binary tasks under ``avsbench`` (per clip)
 and ``official``; AVSS under ``semantic`` (unseen classes skipped, and counted as 0 as AVSBench's
 script does) and, on the foreground probability 1 - p(background), ``avsbench`` and ``official``.
-AV-Digits (AVDIGITS.md): pixels of the speaking digit, foreground IoU and F (beta^2 0.3) of the
+AV-Digits (docs/avdigits.md): pixels of the speaking digit, foreground IoU and F (beta^2 0.3) of the
 mask prob > 0.5 per image, averaged, beside the ``all_foreground`` and ``all_digits`` baselines.
 """
 from __future__ import annotations

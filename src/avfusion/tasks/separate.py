@@ -5,7 +5,7 @@ log-mel as target); the separator predicts a mel mask, trained with BCE against 
 mask, optionally weighted by the mixture magnitude (``Separator``). Evaluation on a fixed list of
 mixtures: each source is re-synthesised from its mask and the mixture (``mask_to_waveform``) and
 scored with BSS Eval v3 (SDR, SIR, SAR), beside SDR_mix and SDRi; mixtures with a near-silent
-reference, estimate or mixture are skipped and counted (PROTOCOLS.md).
+reference, estimate or mixture are skipped and counted (docs/protocols.md).
 
 Baselines: ``mixture`` (the mixture itself as every estimate) is printed beside the model;
 ``separate.condition=zeros`` trains and evaluates the same separator with the image replaced by

@@ -10,7 +10,7 @@ Expected layout::
         <root>/clips/<class folder>/<YTID>_<start:06d>_<start+10:06d>.mp4
 
 Corners slightly outside [0, 1] are clipped, as the official evaluation does, and the number of
-clipped boxes is logged; the protocol then takes the union of the boxes (see PROTOCOLS.md).
+clipped boxes is logged; the protocol then takes the union of the boxes (see docs/protocols.md).
 Classes: the unique classes of the file in VGGSound folder order, or `classes=`.
 """
 from __future__ import annotations
