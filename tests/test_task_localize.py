@@ -18,7 +18,8 @@ from avfusion.models import EarlyFusionEncoder, encoder_config
 from avfusion.models.localization import (ContrastiveLocalizer, attention_map, band_info_nce, info_nce, mil_scores,
                                           select_blocks)
 from avfusion.tasks.annotated import AnnotatedAVDigits, boxes_mask
-from avfusion.tasks.localize import LocalizeRecipe, LocalizeTask, heatmaps, random_digit_heatmap, to_pixels
+from avfusion.models.localization import heatmaps
+from avfusion.tasks.localize import LocalizeRecipe, LocalizeTask, random_digit_heatmap, to_pixels
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = str(ROOT / "configs/avdigits/localize.yaml")

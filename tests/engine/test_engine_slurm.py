@@ -21,7 +21,7 @@ def test_a_two_process_job_trains_with_ddp_and_resumes_when_requeued(tmp_path):
     out = tmp_path / "run"
     argv = ["pretrain", TINY, *SMALL, "train.max_steps=2", "--output", str(out)]
     options = SlurmOptions(gpus_per_node=0, tasks_per_node=2, cpus_per_task=1, time_min=10, cluster="local")
-    job = submit(argv, out, options)
+    job = submit(argv, out, options, main)
     assert job.results() == [0, 0]                                   # both tasks finished the command
     config = (out / "config.yaml").read_text()
     assert "max_steps: 2" in config and (out / "final" / "model.safetensors").is_file()
@@ -29,7 +29,7 @@ def test_a_two_process_job_trains_with_ddp_and_resumes_when_requeued(tmp_path):
     assert len(logs) == 2
     assert "2 process(es) x batch 4" in (out / "slurm" / logs[0]).read_text()   # one process group of 2
     # a requeued job runs the same command again: it continues from the checkpoints (here: to step 3)
-    job = submit(["pretrain", TINY, *SMALL, "train.max_steps=3", "--output", str(out)], out, options)
+    job = submit(["pretrain", TINY, *SMALL, "train.max_steps=3", "--output", str(out)], out, options, main)
     assert job.results() == [0, 0]
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3]
@@ -38,7 +38,7 @@ def test_a_two_process_job_trains_with_ddp_and_resumes_when_requeued(tmp_path):
 def test_requeue_on_preemption_is_the_same_command():
     from avfusion.engine.slurm import SlurmRun
 
-    run = SlurmRun(["pretrain", "r.yaml", "--output", "/x", "--resume", "auto"])
+    run = SlurmRun(["pretrain", "r.yaml", "--output", "/x", "--resume", "auto"], main)
     delayed = run.checkpoint()
     assert isinstance(delayed, submitit.helpers.DelayedSubmission) and delayed.function.argv == run.argv
 
@@ -53,7 +53,7 @@ def test_cli_submits_and_refuses_conflicting_options(tmp_path, capsys, caplog):
     assert "--resume auto is implied" in caplog.text
     with pytest.raises(ConfigError, match="need a SLURM cluster"):
         submit(["pretrain", TINY, "--output", str(out)], out,
-               SlurmOptions(gpus_per_node=0, partition="gpu", cluster="local"))
+               SlurmOptions(gpus_per_node=0, partition="gpu", cluster="local"), main)
 
 
 def test_the_sbatch_script_asks_for_the_options(tmp_path, monkeypatch):

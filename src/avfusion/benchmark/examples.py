@@ -117,7 +117,8 @@ def localization(directory: Path, stage_result, count: int = 12) -> list[Path]:
     from avfusion.overlays import save_heatmap_overlays
     from avfusion.tasks.annotated import AnnotatedAVDigits, boxes_mask
     from avfusion.checkpoints import from_pretrained
-    from avfusion.tasks.localize import heatmaps, to_pixels
+    from avfusion.models.localization import heatmaps
+    from avfusion.tasks.localize import to_pixels
 
     model = from_pretrained(stage_result.checkpoint)
     data = _data(stage_result)

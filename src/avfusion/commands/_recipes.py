@@ -46,8 +46,9 @@ def submit_if_asked(args: argparse.Namespace, command: list[str]) -> bool:
         from avfusion.errors import ConfigError
         raise ConfigError("--slurm jobs always continue from the newest checkpoint of --output (--resume auto "
                           "is implied); leave --resume out")
+    from avfusion.cli import main
     from avfusion.engine.slurm import launch
     recipe = Path(args.recipe)
     recipe = str(recipe.resolve()) if recipe.exists() else args.recipe
-    launch(args, [*command, recipe, *args.overrides, "--output", str(Path(args.output).resolve())])
+    launch(args, [*command, recipe, *args.overrides, "--output", str(Path(args.output).resolve())], main)
     return True

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from avfusion.errors import ConfigError
 
@@ -73,10 +73,15 @@ def _submitit():
 
 
 class SlurmRun:
-    """The job's callable: one avfusion command line, resumed from its checkpoints when requeued."""
+    """The job's callable: one avfusion command line, resumed from its checkpoints when requeued.
 
-    def __init__(self, argv: Sequence[str]):
+    ``entry`` runs a command line and returns its exit status (the CLI's ``main``, given by the CLI
+    layer: the engine imports no CLI). It travels to the job by reference, as any module function does.
+    """
+
+    def __init__(self, argv: Sequence[str], entry: Callable[[list[str]], int]):
         self.argv = [str(a) for a in argv]
+        self.entry = entry
 
     def __call__(self) -> int:
         submitit = _submitit()
@@ -84,15 +89,14 @@ class SlurmRun:
         if env.num_tasks > 1:
             # torchrun's variables, read by avfusion.engine.distributed; device = LOCAL_RANK there
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
-        from avfusion.cli import main
-        code = main(self.argv)
+        code = self.entry(self.argv)
         if code:
             raise RuntimeError(f"avfusion {' '.join(self.argv)} exited with status {code}; see the job's log")
         return code
 
     def checkpoint(self, *args: Any, **kwargs: Any):
         """Called by submitit on preemption or timeout: requeue the same command (it resumes)."""
-        return _submitit().helpers.DelayedSubmission(SlurmRun(self.argv))
+        return _submitit().helpers.DelayedSubmission(SlurmRun(self.argv, self.entry))
 
 
 def make_executor(output: str | Path, options: SlurmOptions, name: str = "avfusion"):
@@ -118,14 +122,15 @@ def make_executor(output: str | Path, options: SlurmOptions, name: str = "avfusi
     return executor
 
 
-def submit(argv: Sequence[str], output: str | Path, options: SlurmOptions):
-    """Submit `avfusion ARGV --resume auto` as a job; its logs go to OUTPUT/slurm/. Returns the job."""
+def submit(argv: Sequence[str], output: str | Path, options: SlurmOptions, entry: Callable[[list[str]], int]):
+    """Submit `avfusion ARGV --resume auto` as a job run by ``entry`` (the CLI's main); its logs go to
+    OUTPUT/slurm/. Returns the job."""
     argv = [str(a) for a in argv]
     if "--resume" in argv:
         raise ConfigError("with --slurm the job always resumes from OUTPUT's newest checkpoint (--resume auto); "
                           "leave --resume out")
     executor = make_executor(output, options, name=f"avfusion-{argv[0]}")
-    return executor.submit(SlurmRun([*argv, "--resume", "auto"]))
+    return executor.submit(SlurmRun([*argv, "--resume", "auto"], entry))
 
 
 def add_arguments(parser) -> None:
@@ -162,9 +167,10 @@ def options_from(args) -> SlurmOptions:
                         cluster=args.slurm_cluster)
 
 
-def launch(args, argv: Sequence[str]):
-    """Submit the command (for the CLI): prints the job id and where its logs go; returns the job."""
-    job = submit(argv, args.output, options_from(args))
+def launch(args, argv: Sequence[str], entry: Callable[[list[str]], int]):
+    """Submit the command (for the CLI, which passes its main as ``entry``): prints the job id and where
+    its logs go; returns the job."""
+    job = submit(argv, args.output, options_from(args), entry)
     logs = Path(args.output).resolve() / "slurm"
     sys.stdout.write(f"submitted job {job.job_id}: avfusion {' '.join(argv)}\n"
                      f"logs: {logs}/{job.job_id}_<task>_log.out|err\n")

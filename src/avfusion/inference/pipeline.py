@@ -134,7 +134,7 @@ class Pipeline:
     def localize(self, source, readout: str | None = None, blocks: str | list[int] = "last") -> LocalizeResult:
         """A heatmap per window: the contrastive head's when the checkpoint has one, else the fusion
         attention (`readout` picks one; `blocks` the fusion blocks the attention read-out averages)."""
-        from avfusion.tasks.localize import heatmaps
+        from avfusion.models.localization import heatmaps
 
         loading.check_supports(self.model, "localize", self.name)
         # a contrastive localiser gives both read-outs; any other checkpoint its encoder's attention

@@ -211,3 +211,26 @@ class ContrastiveLocalizer(AVModel):
             attention = [a[:b] for a in attention] if attention is not None else None
         heatmap = torch.einsum("bp,bnp->bn", query, patches).reshape(b, *grid)
         return LocalizationOutput(heatmap, query, patches, loss, attention)
+
+
+def heatmaps(model: nn.Module, image: torch.Tensor, audio: torch.Tensor,
+             blocks: str | Sequence[int] = "last") -> dict[str, torch.Tensor]:
+    """Every read-out ``model`` offers -> {name: (B, rows, cols) heatmap}.
+
+    A bare encoder gives ``attention`` (when it has fusion blocks); a ContrastiveLocalizer gives
+    ``contrastive`` and the ``attention`` of its encoder. ``model`` may be wrapped (DDP): its ``module``
+    is used. The public read-out that training, evaluation and inference share.
+    """
+    model = getattr(model, "module", model)
+    encoder = model.encoder if isinstance(model, ContrastiveLocalizer) else model
+    with_attention = bool(encoder.fusion_layers)
+    out: dict[str, torch.Tensor] = {}
+    if isinstance(model, ContrastiveLocalizer):
+        result = model(image, audio, return_attention=with_attention)
+        out["contrastive"] = result.heatmap
+        attention = result.image_attention
+    else:
+        attention = encoder(image, audio, return_attention=True).image_attention if with_attention else None
+    if attention:
+        out["attention"] = attention_map(attention, encoder.image.grid_size, blocks)
+    return out

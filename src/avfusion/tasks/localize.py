@@ -113,30 +113,6 @@ class LocalizeRecipe:
 
 
 # ----------------------------------------------------------------------------- heatmaps
-def heatmaps(model: nn.Module, image: torch.Tensor, audio: torch.Tensor,
-             blocks: str | list[int] = "last") -> dict[str, torch.Tensor]:
-    """Every read-out ``model`` offers -> {name: (B, rows, cols) heatmap}.
-
-    A bare encoder gives ``attention``; a ContrastiveLocalizer gives ``contrastive`` and the
-    ``attention`` of its encoder (when the encoder has fusion blocks).
-    """
-    from avfusion.models.localization import ContrastiveLocalizer, attention_map
-
-    model = unwrap(model)
-    encoder = model.encoder if isinstance(model, ContrastiveLocalizer) else model
-    with_attention = bool(encoder.fusion_layers)
-    out: dict[str, torch.Tensor] = {}
-    if isinstance(model, ContrastiveLocalizer):
-        result = model(image, audio, return_attention=with_attention)
-        out["contrastive"] = result.heatmap
-        attention = result.image_attention
-    else:
-        attention = encoder(image, audio, return_attention=True).image_attention if with_attention else None
-    if attention:
-        out["attention"] = attention_map(attention, encoder.image.grid_size, blocks)
-    return out
-
-
 def to_pixels(maps: torch.Tensor, size: int, upsample: str = "patch_centres") -> np.ndarray:
     """(B, rows, cols) heatmaps -> float64 numpy (B, size, size) by ``upsample`` ("corners": unchanged,
     the metric resizes them itself with align_corners=True)."""
@@ -254,6 +230,7 @@ class LocalizeTask(ReportedEvaluation, Task):
     def evaluation(self, model: nn.Module, loader: Any) -> EvaluationReport:
         """cIoU of every read-out and baseline per item, gathered over ranks (each item once), summarised."""
         from avfusion.metrics import Accumulator
+        from avfusion.models.localization import heatmaps
 
         model = unwrap(model)
         device = next(model.parameters()).device

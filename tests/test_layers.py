@@ -1,0 +1,57 @@
+"""Dependencies point one way: every layer's imports, checked from the source (module level and inside
+functions alike)."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "avfusion"
+TOP = ("avfusion.cli", "avfusion.commands", "avfusion.benchmark")  # the user-facing layers: nobody below imports them
+#: layer -> the packages it must not import
+RULES = {
+    "models": (*TOP, "avfusion.checkpoints", "avfusion.data", "avfusion.engine", "avfusion.tasks", "avfusion.inference",
+               "avfusion.metrics"),
+    "metrics": (*TOP, "avfusion.models", "avfusion.checkpoints", "avfusion.data", "avfusion.engine", "avfusion.tasks",
+                "avfusion.inference"),
+    "checkpoints": (*TOP, "avfusion.data", "avfusion.engine", "avfusion.tasks", "avfusion.inference"),
+    "data": (*TOP, "avfusion.models", "avfusion.checkpoints", "avfusion.engine", "avfusion.tasks", "avfusion.inference"),
+    "engine": (*TOP, "avfusion.tasks", "avfusion.inference"),
+    "tasks": (*TOP, "avfusion.inference"),
+    "inference": (*TOP, "avfusion.tasks", "avfusion.engine"),
+    "randomness.py": (*TOP, "avfusion.models", "avfusion.data", "avfusion.engine", "avfusion.tasks", "avfusion.inference"),
+}
+#: the one known exception, with its reason: the convenience method AVModel.save_pretrained delegates
+#: (lazily, at call time) to the checkpoint writer
+ALLOWED = {("models/base.py", "avfusion.checkpoints.pretrained")}
+
+
+def imports(path: Path) -> list[tuple[int, str]]:
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            out.append((node.lineno, node.module))
+    return out
+
+
+@pytest.mark.parametrize("layer", sorted(RULES))
+def test_layer_imports_only_what_lies_below_it(layer):
+    paths = [SRC / layer] if layer.endswith(".py") else sorted((SRC / layer).rglob("*.py"))
+    assert paths, layer
+    bad = []
+    for path in paths:
+        rel = str(path.relative_to(SRC))
+        for line, name in imports(path):
+            if name.startswith(RULES[layer]) and (rel, name) not in ALLOWED:
+                bad.append(f"{rel}:{line} imports {name}")
+    assert not bad, "\n".join(bad)
+
+
+def test_the_rules_catch_a_violation(tmp_path):
+    """The scan sees imports inside functions too (the lazy imports this package uses everywhere)."""
+    module = tmp_path / "m.py"
+    module.write_text("def f():\n    from avfusion.cli import main\n    return main\n")
+    assert imports(module) == [(2, "avfusion.cli")]
