@@ -246,3 +246,23 @@ def test_prepared_cache_prepares_once_per_index_only_when_enabled():
     calls.clear()
     off = PreparedCache(False)
     assert [off.get(i, prepare)["i"] for i in (3, 3)] == [3, 3] and calls == [3, 3]
+
+
+def test_evaluate_command_is_strict_and_names_the_broken_file(tmp_path, caplog):
+    """`avfusion evaluate` goes through the engine's one evaluation path: with data.on_error=skip (a training
+    policy) a test clip that cannot be decoded stops it, naming the file (it used to reach the task's
+    collate as a skipped item and end in a message about make_loader)."""
+    import logging
+
+    from tests.test_task_separate import _clip_manifest
+
+    root = _clip_manifest(tmp_path / "clips")
+    common = [FINETUNE, "data.name=manifest", f"data.root={root}", "data.size=null", "data.eval_size=null",
+              "train.batch_size=2", "train.progress=false", "train.tensorboard=false"]
+    out = tmp_path / "run"
+    assert main(["train", "classify", *common, "train.max_steps=1", "train.eval_every=0", "--output", str(out)]) == 0
+    assert main(["evaluate", "classify", *common, "--checkpoint", str(out / "final")]) == 0
+    (root / "a5.wav").write_bytes(b"not audio" * 100)  # a test clip
+    with caplog.at_level(logging.ERROR):
+        assert main(["evaluate", "classify", *common, "data.on_error=skip", "--checkpoint", str(out / "final")]) == 1
+    assert "a5.wav" in caplog.text and "make_loader" not in caplog.text

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import sys
 
@@ -66,31 +65,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def evaluate(task, task_name: str, cfg, checkpoint: str, env):
-    """Load ``checkpoint`` as the task's model and run ``task.evaluation`` over this rank's share."""
-    import torch
-    from torch.utils.data import DataLoader
-
-    from avfusion.engine.sampler import ResumableBatchSampler
+    """Load ``checkpoint`` as the task's model and evaluate it through the engine's one evaluation path."""
+    from avfusion.engine.loop import evaluate_model
     from avfusion.errors import ConfigError
     from avfusion.tasks.common import encoder_config_for
     from avfusion.tasks.weights import load_task_model
 
-    dataset = task.eval_dataset(cfg)
-    if dataset is None:
-        raise ConfigError("data.eval_split is null: there is nothing to evaluate")
     if hasattr(task, "model_for_evaluation"):
         model = task.model_for_evaluation(cfg, checkpoint)
     else:
         model = load_task_model(task_name, checkpoint, encoder_config_for(cfg.model, cfg.data))
-    model = model.to(env.device).eval()
-    tc = cfg.train
-    sampler = ResumableBatchSampler(len(dataset), tc.batch_size, rank=env.rank, world_size=env.world_size,
-                                    shuffle=False, drop_last=False)
-    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=tc.num_workers, collate_fn=task.collate,
-                        pin_memory=env.device.type == "cuda")
-    autocast = contextlib.nullcontext()
-    if tc.precision != "fp32":
-        dtype = torch.bfloat16 if tc.precision == "bf16" else torch.float16
-        autocast = torch.autocast(device_type=env.device.type, dtype=dtype)
-    with torch.no_grad(), autocast:
-        return task.evaluation(model, loader)
+    if evaluate_model(task, cfg, model.to(env.device), env) is None:
+        raise ConfigError("data.eval_split is null: there is nothing to evaluate")
+    return task.last_report

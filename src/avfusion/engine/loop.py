@@ -209,10 +209,7 @@ class _Run:
         return model, ddp
 
     def _autocast(self):
-        if self.tc.precision == "fp32":
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if self.tc.precision == "bf16" else torch.float16
-        return torch.autocast(device_type=self.env.device.type, dtype=dtype)
+        return autocast_for(self.tc.precision, self.env.device)
 
     def train(self, resume: str | Path | None) -> TrainResult:
         resumed_from = self._load(resume)
@@ -340,27 +337,45 @@ class _Run:
 
     def _evaluate(self, writer) -> None:
         """Run the task's evaluation on the plain model; RNG states are left as they were."""
-        dataset = self.task.eval_dataset(self.cfg)
-        if dataset is None:
-            return
         rng = ckpt.capture_rng()
-        sampler = ResumableBatchSampler(len(dataset), self.tc.batch_size, rank=self.env.rank,
-                                        world_size=self.env.world_size, shuffle=False, drop_last=False)
-        loader = make_loader(dataset, self.tc.batch_size, train=False, batch_sampler=sampler,
-                             collate_fn=self.task.collate, num_workers=self.tc.num_workers, rank=self.env.rank,
-                             pin_memory=self.env.device.type == "cuda")
-        model = self.raw_model
-        model.eval()
         try:
-            with torch.no_grad(), self._autocast():
-                metrics = self.task.evaluate(model, loader)
+            metrics = evaluate_model(self.task, self.cfg, self.raw_model, self.env)
         finally:
-            model.train()
+            self.raw_model.train()
             ckpt.restore_rng(rng)
+        if metrics is None:
+            return
         self.eval_metrics = {k: float(v) for k, v in metrics.items()}
         if writer is not None and self.eval_metrics:
             writer.write(self.step, {f"eval/{k}": v for k, v in self.eval_metrics.items()})
             log.info("step %d eval: %s", self.step, self.eval_metrics)
+
+
+def autocast_for(precision: str, device: torch.device):
+    """The autocast context of ``train.precision`` on ``device`` (none for fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def evaluate_model(task: Task, cfg: Any, model: nn.Module, env: Any) -> dict[str, float] | None:
+    """The one evaluation path, for the training loop and ``avfusion evaluate`` alike: the task's
+    evaluation set, this process's share of it in order (every item once over all processes), through the
+    strict loader (a broken item stops the evaluation and names its file, whatever ``data.on_error`` says
+    for training), in eval mode, without gradients, under ``train.precision``. Returns the task's metrics
+    (the task keeps its full report), or None when the recipe has no evaluation split."""
+    dataset = task.eval_dataset(cfg)
+    if dataset is None:
+        return None
+    tc = cfg.train
+    sampler = ResumableBatchSampler(len(dataset), tc.batch_size, rank=env.rank, world_size=env.world_size,
+                                    shuffle=False, drop_last=False)
+    loader = make_loader(dataset, tc.batch_size, train=False, batch_sampler=sampler, collate_fn=task.collate,
+                         num_workers=tc.num_workers, rank=env.rank, pin_memory=env.device.type == "cuda")
+    model.eval()
+    with torch.no_grad(), autocast_for(tc.precision, env.device):
+        return task.evaluate(model, loader)
 
 
 def _seed_worker(worker_id: int) -> None:
