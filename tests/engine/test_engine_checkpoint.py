@@ -78,3 +78,20 @@ def test_rng_round_trip_through_a_checkpoint(tmp_path):
     ckpt.restore_rng(ckpt.load_checkpoint(path)["rng"])
     got = (random.random(), np.random.standard_normal(3).tolist(), torch.rand(3))
     assert got[0] == expected[0] and got[1] == expected[1] and torch.equal(got[2], expected[2])
+
+
+def test_a_killed_write_leaves_only_a_temporary_that_the_next_save_removes(tmp_path):
+    """Every atomic write goes through one helper: an exception inside it leaves the target untouched and
+    no temporary; a killed process's temporary is removed by the next checkpoint save."""
+    from avfusion.checkpoints.io import atomic_path
+
+    target = tmp_path / "step_00000002.pt"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target, durable=True) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("killed")
+    assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["step_00000002.pt"]
+    (tmp_path / ".step_00000003.pt.x1y2z3.tmp").write_bytes(b"half a file")   # what SIGKILL would leave
+    ckpt.save_checkpoint(_state(4), tmp_path, 4, keep_last=5)
+    assert not list(tmp_path.glob(".*"))

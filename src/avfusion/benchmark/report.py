@@ -54,10 +54,10 @@ def write_report(directory: str | Path, report: dict[str, Any]) -> tuple[Path, P
     """Write report.json and report.md atomically; returns their paths."""
     directory = Path(directory)
     paths = directory / "report.json", directory / "report.md"
+    from avfusion.checkpoints.io import atomic_write_text
+
     for path, text in zip(paths, (json.dumps(_clean(report), indent=2) + "\n", markdown(report))):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        atomic_write_text(path, text)
     return paths
 
 

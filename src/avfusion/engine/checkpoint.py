@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import random
 import re
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from avfusion.checkpoints.io import atomic_path, stale_temporaries
 from avfusion.errors import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -48,26 +48,6 @@ class _HashingFile:
         self.handle.flush()
 
 
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def save_checkpoint(state: dict, directory: str | Path, step: int, keep_last: int) -> Path:
@@ -75,15 +55,11 @@ def save_checkpoint(state: dict, directory: str | Path, step: int, keep_last: in
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     path = checkpoint_path(directory, step)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as handle:
+    with atomic_path(path, durable=True) as tmp, open(tmp, "wb") as handle:
         writer = _HashingFile(handle)
         torch.save(state, writer)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    _atomic_write_bytes(_sidecar(path), f"{writer.digest.hexdigest()}  {path.name}\n".encode())
-    _fsync_dir(directory)
+    with atomic_path(_sidecar(path), durable=True) as tmp:
+        tmp.write_text(f"{writer.digest.hexdigest()}  {path.name}\n")
     prune(directory, keep_last)
     return path
 
@@ -94,9 +70,8 @@ def prune(directory: str | Path, keep_last: int) -> None:
     for _, path in list_checkpoints(directory)[:-keep_last]:
         path.unlink(missing_ok=True)
         _sidecar(path).unlink(missing_ok=True)
-    for stale in directory.glob(".step_*.tmp*"):
-        if not stale.name.endswith(f".tmp{os.getpid()}"):
-            stale.unlink(missing_ok=True)
+    for stale in stale_temporaries(directory, "step_*"):  # left by a killed process
+        stale.unlink(missing_ok=True)
 
 
 def list_checkpoints(directory: str | Path) -> list[tuple[int, Path]]:

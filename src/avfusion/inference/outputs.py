@@ -90,16 +90,12 @@ def output_dir(target: str | os.PathLike, inputs: Sequence[str | os.PathLike] = 
 @contextlib.contextmanager
 def output_file(target: str | os.PathLike, inputs: Sequence[str | os.PathLike] = (),
                 suffix: str | None = None) -> Iterator[Path]:
-    """Yield a temporary path beside `target`; on success it replaces `target` atomically."""
-    target = check_file_target(target, inputs, suffix)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _sibling(target, "tmp")
-    try:
+    """Yield a temporary path beside `target`; on success it replaces `target` atomically (the package's
+    one atomic-write helper, `avfusion.checkpoints.io.atomic_path`)."""
+    from avfusion.checkpoints.io import atomic_path
+
+    with atomic_path(check_file_target(target, inputs, suffix)) as tmp:
         yield tmp
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:

@@ -111,12 +111,9 @@ class EvaluationReport:
 
     def write(self, directory: str | Path, name: str = REPORT_FILE) -> Path:
         """Write ``directory/name`` (JSON; NaN as null) and return its path."""
-        path = Path(directory) / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        tmp.replace(path)
-        return path
+        from avfusion.checkpoints.io import atomic_write_text
+
+        return atomic_write_text(Path(directory) / name, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "EvaluationReport":
