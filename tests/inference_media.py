@@ -103,7 +103,7 @@ def tiny_models(root: Path) -> dict[str, Path]:
     config = EncoderConfig(**TINY)
     models = {
         "encoder": build_model("encoder", config),
-        "classify": build_model("classify", config, num_classes=4),
+        "classify": build_model("classify", config, num_classes=4, class_names=["dog", "cat", "bird", "car"]),
         "separate": build_model("separate", config),
         "segment": build_model("segment", EncoderConfig(**{**TINY, "embed_dim": 128})),
         "localize": ContrastiveLocalizer(build_model("encoder", config), proj_dim=8, hidden_dim=0),

@@ -130,9 +130,13 @@ def test_classify_rotated_h264_and_official_export(media, models):
     assert [t["label"] for t in d["clip"]] == [["a", "b", "c", "d"][i] for i in np.argsort(-result.clip_scores)[:2]]
     assert (d["input"]["width"], d["input"]["height"]) == (48, 64)
     json.dumps(d)
+    # without labels, the names the checkpoint carries (saved with the classifier)
+    named = pipe.classify(media["h264"], top_k=4).to_dict()["clip"]
+    assert sorted(t["label"] for t in named) == ["bird", "car", "cat", "dog"]
     official = Pipeline.from_pretrained(models["official"], image_size=(32, 32), audio_size=(32, 32))
     assert official.task == "classify"
-    assert official.classify(media["h264"]).scores.shape == (4, 4)
+    result = official.classify(media["h264"])
+    assert result.scores.shape == (4, 4) and result.to_dict()["clip"][0]["label"].startswith("class ")  # unnamed
 
 
 def test_classify_arrays_match_the_file(media, models):

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from avfusion.cli import main
 from avfusion.engine import load_config
-from avfusion.errors import CheckpointError
+from avfusion.errors import CheckpointError, ConfigError
 from avfusion.tasks.classify import (ClassifyRecipe, ClassifyTask, head_loss, mixup, soft_targets)
 from avfusion.tasks.classify_data import class_frequency, frequency_bias
 from avfusion.tasks.evaluation import EvaluationReport
@@ -266,3 +266,18 @@ def test_evaluate_command_is_strict_and_names_the_broken_file(tmp_path, caplog):
     with caplog.at_level(logging.ERROR):
         assert main(["evaluate", "classify", *common, "data.on_error=skip", "--checkpoint", str(out / "final")]) == 1
     assert "a5.wav" in caplog.text and "make_loader" not in caplog.text
+
+
+def test_a_trained_classifier_carries_its_class_names(tmp_path):
+    """The checkpoint says what each class is (inference used to print `class 9` for a spoken nine)."""
+    import avfusion
+    from avfusion.data.avdigits import CLASS_NAMES
+
+    out = tmp_path / "run"
+    assert main(["train", "classify", LINPROBE, "data.size=16", "data.eval_size=8", "train.batch_size=8",
+                 "train.max_steps=1", "train.eval_every=0", "train.progress=false", "train.tensorboard=false",
+                 "--output", str(out)]) == 0
+    model = avfusion.from_pretrained(out / "final")
+    assert model.class_names == list(CLASS_NAMES) and model.class_names[9] == "nine"
+    with pytest.raises(ConfigError, match="3 class names for 10 classes"):
+        type(model)(model.encoder, 10, class_names=["a", "b", "c"])

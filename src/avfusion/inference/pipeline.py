@@ -117,8 +117,10 @@ class Pipeline:
         """Class scores per window and for the whole input (the mean of the window logits).
         `labels`: names, or a file (one per line; a .csv's last column, after its header)."""
         loading.check_supports(self.model, "classify", self.name)
-        names = read_labels(labels, self.model.num_classes) if labels is not None else \
-            [f"class {i}" for i in range(self.model.num_classes)]
+        if labels is not None:
+            names = read_labels(labels, self.model.num_classes)
+        else:  # the names the classifier was trained with, where its checkpoint carries them
+            names = getattr(self.model, "class_names", None) or [f"class {i}" for i in range(self.model.num_classes)]
         logits: list[torch.Tensor] = []
 
         def step(batch, frames, wave, mel):

@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 from torch import nn
 
+from avfusion.errors import ConfigError
 from avfusion.models.base import AVModel
 from avfusion.models.encoder import EarlyFusionEncoder
 
@@ -28,12 +30,19 @@ class Classifier(AVModel):
 
     task = "classify"
 
-    def __init__(self, encoder: EarlyFusionEncoder, num_classes: int, linear_probe: bool = False):
+    def __init__(self, encoder: EarlyFusionEncoder, num_classes: int, linear_probe: bool = False,
+                 class_names: Sequence[str] | None = None):
         super().__init__()
+        if class_names is not None and len(class_names) != num_classes:
+            raise ConfigError(f"{len(class_names)} class names for {num_classes} classes")
         self.encoder = encoder
         self.num_classes = num_classes
         self.linear_probe = linear_probe
+        #: what each class is called (saved with the model, shown by inference); None: unnamed
+        self.class_names = list(class_names) if class_names is not None else None
         self.options = dict(num_classes=num_classes, linear_probe=linear_probe)
+        if self.class_names is not None:
+            self.options["class_names"] = self.class_names
         D = encoder.embed_dim
         if linear_probe:
             for p in self.encoder.parameters():

@@ -21,8 +21,8 @@ from torch.utils.data import Dataset
 
 from avfusion.engine import ParamHints, Task, TrainConfig, unwrap
 from avfusion.errors import ConfigError, DataError
-from avfusion.tasks.classify_data import (class_frequency, dataset_multi_label, dataset_num_classes,
-                                          dense_eval_dataset, frequency_bias)
+from avfusion.tasks.classify_data import (class_frequency, dataset_class_names, dataset_multi_label,
+                                          dataset_num_classes, dense_eval_dataset, frequency_bias)
 from avfusion.randomness import Stream, sample_noise
 from avfusion.tasks.common import (AVDIGITS, DataConfig, EpochSamples, ModelConfig, build_dataset,
                                    encoder_config_for, init_streams)
@@ -183,6 +183,17 @@ class ClassifyTask(ReportedEvaluation, Task):
             return 10
         return dataset_num_classes(self.train_dataset(cfg))
 
+    def class_names(self, cfg: ClassifyRecipe) -> list[str] | None:
+        """What the classes are called (AV-Digits: the digits; a clip dataset: its index's vocabulary), saved
+        with the model; None where the data does not say or model.num_classes overrides the count."""
+        if cfg.model.num_classes is not None:
+            return None
+        if cfg.data.name == AVDIGITS:
+            from avfusion.data.avdigits import CLASS_NAMES
+
+            return list(CLASS_NAMES)
+        return dataset_class_names(self.train_dataset(cfg))
+
     # ------------------------------------------------------------------ model
     def build_model(self, cfg: ClassifyRecipe) -> nn.Module:
         from avfusion.models import build_model
@@ -196,7 +207,7 @@ class ClassifyTask(ReportedEvaluation, Task):
                 raise ConfigError(f"{cfg.data.name} labels are {'multi' if labels_multi else 'single'}-label; set "
                                   f"classify.multi_label={str(labels_multi).lower()}")
         model = build_model("classify", encoder_config_for(m, cfg.data), num_classes=self._num_classes,
-                            linear_probe=m.linear_probe)
+                            linear_probe=m.linear_probe, class_names=self.class_names(cfg))
         self._streams = init_streams(model.encoder, m)
         if m.pretrained:
             load_encoder_init(model.encoder, m.pretrained)

@@ -32,6 +32,13 @@ def dataset_num_classes(dataset: Dataset) -> int:
     return int(count)
 
 
+def dataset_class_names(dataset: Dataset) -> list[str] | None:
+    """The class names of a clip dataset (its index's vocabulary), or None where it has none."""
+    base = _parts(dataset)[0]
+    classes = getattr(getattr(base, "maker", None), "classes", None)
+    return [str(c) for c in classes] if classes else None
+
+
 def class_frequency(dataset: Dataset, num_classes: int, multi_label: bool) -> torch.Tensor:
     """(C,) the official class distribution: occurrences of each class over all label occurrences
     (for single-label data, the fraction of items of each class).

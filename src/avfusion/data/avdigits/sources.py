@@ -22,6 +22,8 @@ logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "test")
 SAMPLE_RATE = 16000
+#: The class names of AV-Digits: class k is the digit k, spoken and written.
+CLASS_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 NUM_SAMPLES = SAMPLE_RATE  # one 1.0 s window
 FSDD_RATE = 8000
 FSDD_TEST_INDICES = range(0, 5)
