@@ -80,6 +80,27 @@ def write_clip(path: Path, seconds: float = 2.0, *, size=(64, 48), fps=NTSC, cod
     return path
 
 
+def write_cover_art_mp3(path: Path, seconds: float = 2.0, rate: int = 16000) -> Path:
+    """An mp3 with cover art: a tone plus an attached picture (a one-image "video" stream)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as out:
+        audio = out.add_stream("mp3", rate=rate)
+        audio.layout = "mono"
+        picture = out.add_stream("mjpeg", rate=1)
+        picture.width, picture.height, picture.pix_fmt = 32, 32, "yuvj420p"
+        picture.disposition = av.stream.Disposition.attached_pic
+        image = av.VideoFrame.from_ndarray(np.full((32, 32, 3), 200, np.uint8), format="rgb24")
+        for packet in [*picture.encode(image.reformat(format="yuvj420p")), *picture.encode(None)]:
+            out.mux(packet)
+        t = np.arange(int(seconds * rate)) / rate
+        frame = av.AudioFrame.from_ndarray((0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None],
+                                           format="fltp", layout="mono")
+        frame.sample_rate = rate
+        for packet in [*audio.encode(frame), *audio.encode(None)]:
+            out.mux(packet)
+    return path
+
+
 def truncate(path: Path, fraction: float = 0.5) -> Path:
     """Keep the first `fraction` of the bytes (an interrupted download)."""
     data = path.read_bytes()

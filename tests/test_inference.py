@@ -214,6 +214,19 @@ def test_audio_tasks_refuse_a_video_only_file(media, models):
         Pipeline.from_pretrained(models["classify"]).classify(media["silent"])
 
 
+def test_an_mp3_with_cover_art_is_audio_with_a_picture_not_damaged_video(models, tmp_path):
+    """Cover art is a one-image "video" stream; it used to be decoded as video and fail as a damaged file."""
+    from avfusion.video import probe
+    from tests.inference_media import write_cover_art_mp3
+
+    song = write_cover_art_mp3(tmp_path / "song.mp3")
+    info = probe(song)
+    assert (info.has_video, info.has_audio, info.has_picture) == (False, True, True)
+    assert info.duration == pytest.approx(2.0, abs=0.1)
+    with pytest.raises(DecodeError, match="song.mp3: an audio file with a still picture .cover art. and no video"):
+        Pipeline.from_pretrained(models["classify"]).classify(song)
+
+
 def test_damaged_and_truncated_files_are_named(media, models, tmp_path):
     pipe = Pipeline.from_pretrained(models["encoder"])
     cut = truncate(write_clip(tmp_path / "cut.mp4", 2.0), 0.6)              # index at the end: lost

@@ -17,9 +17,25 @@ import av
 from .errors import DecodeError
 
 __all__ = ["MediaInfo", "open_input", "container_start", "pts_to_seconds", "seconds_to_pts",
-           "read_info", "frame_rotation", "file_duration", "declared_end"]
+           "read_info", "frame_rotation", "file_duration", "declared_end", "video_streams", "has_picture"]
 
 _TIME_EPS = 1e-6          # seconds; absorbs float error when turning times into timestamps
+_ATTACHED_PIC = 0x0400    # FFmpeg's AV_DISPOSITION_ATTACHED_PIC
+
+
+def _is_picture(stream) -> bool:
+    """An attached picture (an mp3's or m4a's cover art): a "video" stream holding one still image."""
+    return bool(int(getattr(stream, "disposition", 0) or 0) & _ATTACHED_PIC)
+
+
+def video_streams(container) -> list:
+    """The container's video streams, attached pictures (cover art) left out: those are not video."""
+    return [s for s in container.streams.video if not _is_picture(s)]
+
+
+def has_picture(container) -> bool:
+    """Whether the file carries an attached picture (cover art)."""
+    return any(_is_picture(s) for s in container.streams.video)
 
 
 @dataclass(frozen=True)
@@ -33,6 +49,7 @@ class MediaInfo:
     duration: float
     has_video: bool
     has_audio: bool
+    has_picture: bool = False         # an attached picture (cover art), which is not video
     fps: float | None = None          # average frame rate of the first video stream
     num_frames: int | None = None     # as the container declares it (None if unknown)
     width: int | None = None
@@ -126,14 +143,15 @@ def frame_rotation(frame) -> int:
 def read_info(container, path) -> MediaInfo:
     """Fill a MediaInfo from an open container (decodes the first video frame to read rotation)."""
     origin = container_start(container)
-    info: dict = {"path": str(path), "duration": file_duration(container),
-                  "has_video": bool(container.streams.video), "has_audio": bool(container.streams.audio)}
+    videos = video_streams(container)
+    info: dict = {"path": str(path), "duration": file_duration(container), "has_video": bool(videos),
+                  "has_audio": bool(container.streams.audio), "has_picture": has_picture(container)}
     if container.streams.audio:
         a = container.streams.audio[0]
         info.update(sample_rate=a.codec_context.sample_rate or a.rate,
                     channels=a.codec_context.channels, audio_start=_stream_start(a, origin))
-    if container.streams.video:
-        v = container.streams.video[0]
+    if videos:
+        v = videos[0]
         frame = next(container.decode(v), None)
         if frame is None:
             raise DecodeError(path, "video stream holds no decodable frame")

@@ -20,7 +20,7 @@ from av.video.reformatter import VideoReformatter
 from .errors import DecodeError
 from .media_audio import read_audio
 from .media_container import (MediaInfo, container_start, declared_end, open_input, pts_to_seconds,
-                              read_info, seconds_to_pts)
+                              read_info, seconds_to_pts, video_streams)
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class _Cursor:
 
     def __init__(self, container, path):
         self.container, self.path = container, path
-        self.stream = container.streams.video[0]
+        self.stream = video_streams(container)[0]
         self.origin = container_start(container)
         rate = self.stream.average_rate or self.stream.guessed_rate
         self.period = 1.0 / float(rate) if rate else 0.04

@@ -29,7 +29,7 @@ from avfusion.audio import pad_or_repeat, resample
 from avfusion.errors import DecodeError
 from avfusion.media_audio import frame_to_mono
 from avfusion.media_container import (container_start, declared_end, file_duration, frame_rotation,
-                                      open_input, seconds_to_pts)
+                                      has_picture, open_input, seconds_to_pts, video_streams)
 from avfusion.video import _Cursor, _frame_at, _to_rgb  # the exact-decoding machinery, shared on purpose
 
 __all__ = ["ClipReader", "open_clip", "read_image", "read_mask"]
@@ -50,14 +50,15 @@ class ClipReader:
     def __init__(self, container, path):
         self.container, self.path = container, path
         self.duration = file_duration(container)
-        self.has_video = bool(container.streams.video)
+        self.has_video = bool(video_streams(container))
         self.has_audio = bool(container.streams.audio)
+        self.has_picture = has_picture(container)     # cover art: not video
         self._cursor: _Cursor | None = None
         self._configured = False
         self._moved = False                          # demuxer left its initial position
 
     def _video_stream(self):
-        stream = self.container.streams.video[0]
+        stream = video_streams(self.container)[0]
         if not self._configured:                     # thread settings only before the first decode
             stream.thread_type = "NONE"
             stream.codec_context.thread_count = 1
@@ -299,7 +300,7 @@ class _Buffer:
 
 def _complete(container) -> bool:
     """Every stream has the parameters decoding needs."""
-    video = all(v.width and v.height for v in container.streams.video)
+    video = all(v.width and v.height for v in video_streams(container))
     audio = all((a.codec_context.sample_rate or a.rate) and a.codec_context.channels for a in container.streams.audio)
     return bool(container.streams) and video and audio
 

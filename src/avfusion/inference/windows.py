@@ -21,6 +21,7 @@ import numpy as np
 from avfusion.data.item_media import fit_length
 from avfusion.data.sampling import Window
 from avfusion.errors import ConfigError, DataError, DecodeError
+from avfusion.media_container import video_streams
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +99,10 @@ class FileMedia(Media):
     def __init__(self, clip, path, sample_rate: int):
         self.clip, self.sample_rate = clip, int(sample_rate)
         if not clip.has_video:
-            raise DecodeError(path, "no video stream: give a video file (inference needs pictures and sound)")
-        stream = clip.container.streams.video[0]
+            what = ("an audio file with a still picture (cover art) and no video" if clip.has_picture
+                    else "no video stream")
+            raise DecodeError(path, f"{what}: give a video file (inference needs moving pictures and sound)")
+        stream = video_streams(clip.container)[0]
         rate = stream.average_rate or stream.guessed_rate
         if not clip.duration > 0:
             raise DecodeError(path, "the file declares no duration (empty or damaged?)")
