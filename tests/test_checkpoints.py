@@ -190,3 +190,23 @@ def test_detect_task_knows_every_task_model():
         model = build_model(task, config, **options)
         assert detect_task(model.state_dict() if task != "encoder" else
                            {f"encoder.{k}": v for k, v in model.state_dict().items()}) == task, task
+
+
+def test_what_kind_of_checkpoint_a_path_is_is_decided_in_one_place(tmp_path):
+    """A save_pretrained directory, a state-dict file (official or engine), or a clear error for anything else;
+    every loader (encoder init, task model, inference) asks the same function."""
+    from avfusion.checkpoints.kinds import PRETRAINED, STATE_FILE, checkpoint_kind
+    from avfusion.inference.loading import load_model
+    from avfusion.tasks.weights import encoder_state
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text("{}")
+    torch.save({"model": {}}, tmp_path / "step_00000001.pt")
+    assert checkpoint_kind(tmp_path / "run") == PRETRAINED
+    assert checkpoint_kind(tmp_path / "step_00000001.pt") == STATE_FILE
+    (tmp_path / "empty").mkdir()
+    for loader in (checkpoint_kind, encoder_state, load_model):
+        with pytest.raises(CheckpointError, match="empty: a directory without config.json"):
+            loader(tmp_path / "empty")
+        with pytest.raises(CheckpointError, match="missing: no such checkpoint"):
+            loader(tmp_path / "missing")

@@ -38,19 +38,18 @@ TRAIN_HINT = {
 def load_model(source: str | os.PathLike, **load_kwargs) -> nn.Module:
     """The model a checkpoint holds, in eval mode; `load_kwargs` go to `avfusion.load_official`
     (image_size, audio_size, num_heads, ... that an official file's shapes cannot reveal)."""
+    from avfusion.checkpoints.kinds import PRETRAINED, checkpoint_kind
+
     path = Path(source)
-    if path.is_dir():
+    if checkpoint_kind(path) == PRETRAINED:
         if load_kwargs:
             raise ConfigError(f"{path} records its own configuration; {sorted(load_kwargs)} apply to official "
                               ".pth files only")
         from avfusion.checkpoints import from_pretrained
         model = from_pretrained(path)
-    elif path.is_file():
+    else:
         from avfusion.checkpoints import load_official
         model = load_official(path, **load_kwargs)
-    else:
-        raise CheckpointError(f"{source}: no such checkpoint (give a save_pretrained directory or an official "
-                              ".pth file)")
     return for_inference(model)
 
 

@@ -163,17 +163,16 @@ class LocalizeTask(ReportedEvaluation, Task):
 
     def model_for_evaluation(self, cfg: LocalizeRecipe, checkpoint: str) -> nn.Module:
         """``--checkpoint``: a trained localiser directory, or (attention read-out) any encoder weights."""
-        from pathlib import Path
+        from avfusion.checkpoints.kinds import PRETRAINED, checkpoint_kind
 
         self.cfg = cfg
-        path = Path(checkpoint)
-        if path.is_dir() and (path / "config.json").is_file():
+        if checkpoint_kind(checkpoint) == PRETRAINED:
             from avfusion.checkpoints.pretrained import read_config
 
-            if read_config(path).get("task") == "localize":
+            if read_config(checkpoint).get("task") == "localize":
                 from avfusion.checkpoints import from_pretrained
 
-                return from_pretrained(path)
+                return from_pretrained(checkpoint)
         if cfg.localize.readout == "contrastive":
             raise CheckpointError(f"{checkpoint} holds no contrastive localisation head; train one with `avfusion "
                                   f"train localize RECIPE model.pretrained={checkpoint} --output DIR` and evaluate "

@@ -34,8 +34,10 @@ def _encoder_part(state: dict[str, torch.Tensor], task: str) -> dict[str, torch.
 def encoder_state(source: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None]:
     """The encoder weights (``encoder.`` prefix removed) of any checkpoint, and its encoder config
     when the checkpoint records one (our directories)."""
+    from avfusion.checkpoints.kinds import PRETRAINED, checkpoint_kind
+
     path = Path(source)
-    if path.is_dir():
+    if checkpoint_kind(path) == PRETRAINED:
         from safetensors.torch import load_file
 
         from avfusion.checkpoints.pretrained import read_config
@@ -97,13 +99,15 @@ def load_task_model(task: str, source: str | os.PathLike, encoder_config: Any, *
     counts and fusion-token split (``encoder_config``), which their shapes cannot reveal, and
     ``official_options`` (e.g. the separator's loss flags).
     """
+    from avfusion.checkpoints.kinds import PRETRAINED, checkpoint_kind
+
     path = Path(source)
-    if path.is_dir():
+    if checkpoint_kind(path) == PRETRAINED:
         from avfusion.checkpoints import from_pretrained
 
         model = from_pretrained(path)
         check_architecture(encoder_config, model.encoder.config.to_dict() if hasattr(model, "encoder") else {}, path)
-    elif path.is_file():
+    else:
         from avfusion.checkpoints import load_official
         from avfusion.checkpoints.official import detect_task, read_checkpoint, to_ours
 
@@ -116,9 +120,6 @@ def load_task_model(task: str, source: str | os.PathLike, encoder_config: Any, *
                                   **options)
         except CheckpointError as exc:
             raise CheckpointError(f"{path}: {exc}") from exc
-    else:
-        raise CheckpointError(f"{source}: no such checkpoint (expected a save_pretrained directory or an official "
-                              ".pth file)")
     found = getattr(model, "task", "encoder")
     if found != task:
         raise CheckpointError(f"{source} holds a {found!r} model, not a {task!r} model; train one with "
