@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from avfusion.audio import log_mel_spectrogram
-from avfusion.data.clips import ClipDataset, FailedItem, MixtureDataset
+from avfusion.data.clips import ClipDataset, MixtureDataset
 from avfusion.data.indexes import Index, Item, open_index
 from avfusion.data.reader import open_clip, read_image, read_mask
 from avfusion.errors import ConfigError, DataError, DecodeError
@@ -223,16 +223,25 @@ def test_dense_windows(media):
         ClipDataset(index_of(media, ["a.mp4"]), "train", train=True, dense_windows=3)
 
 
-def test_errors_name_the_item_or_come_back_as_failed_items(media):
+def test_errors_name_the_item_and_the_loader_alone_decides_to_skip(media):
+    """A dataset always raises, naming item and file; skip-or-raise is the loader's decision (training:
+    on_error; evaluation: always strict), and a skipped item comes back counted, never replaced."""
+    from avfusion.data.loading import make_loader
+
     idx = index_of(media, ["a.mp4", "broken.mp4", "absent.mp4"])
     ds = ClipDataset(idx, "train", train=False, window=1.0, image_size=(32, 32))
     with pytest.raises(DecodeError, match="broken.mp4.*item 'broken.mp4'"):
         ds[1]
     with pytest.raises(DecodeError, match="file not found"):
         ds[2]
-    skip = ClipDataset(idx, "train", train=False, window=1.0, image_size=(32, 32), on_error="skip")
-    failed = skip[2]
-    assert isinstance(failed, FailedItem) and failed.id == "absent.mp4" and failed.index == 2
+    with pytest.raises(TypeError):
+        ClipDataset(idx, "train", train=False, window=1.0, on_error="skip")     # no second place decides
+    loader = make_loader(ds, 3, train=True, on_error="skip", max_error_fraction=0.9, drop_last=False)
+    batches = list(loader)
+    assert [b["index"].tolist() for b in batches] == [[0]]
+    assert sorted(r["id"] for r in loader.errors.items) == ["absent.mp4", "broken.mp4"]
+    with pytest.raises(DecodeError, match="item 'broken.mp4'"):
+        list(make_loader(ds, 3, train=False))
     unlabeled = index_of(media, ["a.mp4"], labels=[()])
     with pytest.raises(DataError, match="0 labels"):
         ClipDataset(unlabeled, "train", train=False, window=1.0)[0]

@@ -4,8 +4,9 @@ A sample is one frame and the log-mel spectrogram of a window of audio (docs/mod
 Training draws the window (temporal jitter), the crop, the flip and the gain from generators seeded by
 (seed, epoch, index) (`avfusion.data.sampling`), so it does not depend on workers or processes;
 `set_epoch` changes them. Evaluation is centred and deterministic. Nothing is ever replaced: an
-unreadable item raises `DecodeError` naming the item, or with `on_error="skip"` comes back as a
-`FailedItem` that `avfusion.data.loading` counts and drops.
+unreadable item raises `DecodeError` naming the item and its file. Whether that stops the run or the
+item is skipped and counted is decided once, by the loader (`avfusion.data.loading.make_loader`:
+`on_error` for training, always strict for evaluation), which turns the error into a `FailedItem`.
 """
 from __future__ import annotations
 
@@ -32,12 +33,12 @@ log = logging.getLogger(__name__)
 __all__ = ["ClipDataset", "FailedItem", "SampleMaker"]
 
 _FRAME_MODES = ("exact", "keyframe")
-_ON_ERROR = ("raise", "skip")
 
 
 @dataclass(frozen=True)
 class FailedItem:
-    """What `__getitem__` returns instead of a sample when `on_error="skip"` and decoding failed."""
+    """What the loader puts in a batch instead of a sample that failed to decode (training with
+    `on_error="skip"`): counted, listed and dropped, never replaced."""
 
     index: int
     id: str
@@ -136,11 +137,9 @@ class SampleMaker:
         return torch.tensor(item.labels[0], dtype=torch.int64)
 
 
-def check_options(frame_mode: str, on_error: str, window: float) -> None:
+def check_options(frame_mode: str, window: float) -> None:
     if frame_mode not in _FRAME_MODES:
         raise ConfigError(f"frame_mode must be one of {_FRAME_MODES}, got {frame_mode!r}")
-    if on_error not in _ON_ERROR:
-        raise ConfigError(f"on_error must be one of {_ON_ERROR}, got {on_error!r}")
     if not window > 0:
         raise ConfigError(f"window must be positive, got {window}")
 
@@ -159,14 +158,14 @@ class ClipDataset(Dataset):
     def __init__(self, index: Index, split: str, *, train: bool, window: float = 3.0,
                  image_size: tuple[int, int] = (224, 224), sample_rate: int = 16000, n_mels: int = 128,
                  seed: int = 0, frame_mode: str = "exact", crop_min: float = 0.5, gain_db: float = 6.0,
-                 dense_windows: int | None = None, on_error: str = "raise"):
-        check_options(frame_mode, on_error, window)
+                 dense_windows: int | None = None):
+        check_options(frame_mode, window)
         if dense_windows is not None and (train or dense_windows < 1):
             raise ConfigError("dense_windows is an evaluation protocol: use it with train=False and N >= 1")
         self.name, self.split = index.name, split
         self.items = index[split]
         self.train, self.seed, self.epoch = bool(train), int(seed), 0
-        self.frame_mode, self.on_error, self.dense_windows = frame_mode, on_error, dense_windows
+        self.frame_mode, self.dense_windows = frame_mode, dense_windows
         self.maker = SampleMaker(index, self.items, window=window, image_size=image_size,
                                  sample_rate=sample_rate, n_mels=n_mels, crop_min=crop_min, gain_db=gain_db)
         if self.maker.multilabel and not index.multilabel and index.classes:
@@ -182,14 +181,12 @@ class ClipDataset(Dataset):
     def item_id(self, i: int) -> str:
         return self.items[i].id
 
-    def __getitem__(self, i: int) -> dict[str, Any] | FailedItem:
+    def __getitem__(self, i: int) -> dict[str, Any]:
         i = int(i)
         item = self.items[i]
         try:
             return self._sample(i, item)
         except DecodeError as e:
-            if self.on_error == "skip":
-                return FailedItem(i, item.id, e.path, e.reason)
             raise DecodeError(e.path, e.reason, f"item {item.id!r} of {self.name}/{self.split}") from e
 
     def _sample(self, i: int, item: Item) -> dict[str, Any]:

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from avfusion.audio import random_gain
-from avfusion.data.clips import FailedItem, SampleMaker, check_options
+from avfusion.data.clips import SampleMaker, check_options
 from avfusion.data.indexes import Index, Item
 from avfusion.data.item_media import read_view
 from avfusion.data.sampling import fixed_mixtures, mixture_sources
@@ -52,12 +52,12 @@ class MixtureDataset(Dataset):
                  num_sources: int = 2, seed: int = 0, window: float = 3.0,
                  image_size: tuple[int, int] = (224, 224), sample_rate: int = 16000, n_mels: int = 128,
                  frame_mode: str = "exact", crop_min: float = 0.5, gain_db: float = 6.0,
-                 distinct_labels: bool = True, num_mixtures: int | None = None, on_error: str = "raise"):
-        check_options(frame_mode, on_error, window)
+                 distinct_labels: bool = True, num_mixtures: int | None = None):
+        check_options(frame_mode, window)
         self.name, self.split = index.name, split
         self.items = index[split]
         self.train, self.seed, self.epoch = bool(train), int(seed), 0
-        self.frame_mode, self.on_error = frame_mode, on_error
+        self.frame_mode = frame_mode
         self.maker = SampleMaker(index, self.items, window=window, image_size=image_size,
                                  sample_rate=sample_rate, n_mels=n_mels, crop_min=crop_min, gain_db=gain_db)
         self._labels = [it.labels for it in self.items] if distinct_labels and index.classes else None
@@ -118,14 +118,12 @@ class MixtureDataset(Dataset):
         items = [self.items[k] for k in chosen]
         return "+".join(it.id for it in items), items
 
-    def __getitem__(self, i: int) -> dict[str, Any] | FailedItem:
+    def __getitem__(self, i: int) -> dict[str, Any]:
         i = int(i)
         mix_id, items = self.sources(i)
         try:
             return self._sample(i, mix_id, items)
         except DecodeError as e:
-            if self.on_error == "skip":
-                return FailedItem(i, mix_id, e.path, e.reason)
             raise DecodeError(e.path, e.reason, f"mixture {mix_id!r} of {self.name}/{self.split}") from e
 
     def _sample(self, i: int, mix_id: str, items: list[Item]) -> dict[str, Any]:

@@ -97,4 +97,4 @@ def dense_eval_dataset(data: Any, split: str, windows: int, seed: int = 0) -> Da
     index = open_index(data.name, data.root, **data.index_options)
     return ClipDataset(index, split, train=False, window=data.window, image_size=(data.image_size, data.image_size),
                        sample_rate=data.sample_rate, n_mels=data.n_mels, seed=seed, frame_mode=data.frame_mode,
-                       on_error=data.on_error, dense_windows=windows)
+                       dense_windows=windows)

@@ -237,10 +237,7 @@ class EpochSamples(Dataset):
         return self.dataset.item_id(index) if hasattr(self.dataset, "item_id") else str(index)
 
     def __getitem__(self, index: int) -> Any:
-        item = self.dataset[index]
-        if not isinstance(item, dict):  # a FailedItem (data.on_error: skip): the loader counts and drops it
-            return item
-        item = dict(item)
+        item = dict(self.dataset[index])
         item["index"], item["epoch"] = int(index), self.epoch
         return item
 
@@ -272,4 +269,4 @@ def build_dataset(data: DataConfig, split: str, *, train: bool, seed: int = 0) -
     index = open_index(data.name, data.root, **data.index_options)
     return ClipDataset(index, split, train=train, window=data.window, image_size=(data.image_size, data.image_size),
                        sample_rate=data.sample_rate, n_mels=data.n_mels, seed=seed, frame_mode=data.frame_mode,
-                       crop_min=data.crop_min, gain_db=data.gain_db, on_error=data.on_error)
+                       crop_min=data.crop_min, gain_db=data.gain_db)

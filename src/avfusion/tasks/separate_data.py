@@ -104,5 +104,4 @@ def build_mixtures(data: DataConfig, split: str, *, train: bool, seed: int, sep)
     return MixtureDataset(index, split, train=train, num_sources=sep.num_sources, seed=seed, window=data.window,
                           image_size=(data.image_size, data.image_size), sample_rate=data.sample_rate,
                           n_mels=data.n_mels, frame_mode=data.frame_mode, crop_min=data.crop_min,
-                          gain_db=data.gain_db, num_mixtures=None if train else sep.eval_mixtures,
-                          on_error=data.on_error if train else "raise")
+                          gain_db=data.gain_db, num_mixtures=None if train else sep.eval_mixtures)
