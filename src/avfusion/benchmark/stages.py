@@ -20,6 +20,7 @@ stages compared with their estimates.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,49 +98,50 @@ def _sizes(scenes: int, eval_scenes: int, epochs: int, batch: int, *extra: str) 
             f"train.batch_size={batch}", f"train.eval_every={epochs}", *extra)
 
 
-_PROBE_FULL = (_sizes(2000, 500, 6, 64), 50.0)
-_LOCALIZE_FULL = (_sizes(1000, 500, 3, 32), 90.0)
-_SEPARATE_FULL = (_sizes(900, 100, 3, 8), 110.0)
-_SEGMENT_FULL = (_sizes(440, 200, 2, 8), 200.0)
+_PROBE_FULL = (_sizes(2000, 500, 6, 64), 42.0)
+_LOCALIZE_FULL = (_sizes(1000, 500, 3, 32), 73.0)
+_SEPARATE_FULL = (_sizes(900, 100, 3, 8), 122.0)
+_SEGMENT_FULL = (_sizes(440, 200, 2, 8), 194.0)
 
-#: Default sizes (the full run): stage -> (overrides, estimate in seconds on 2 idle cores).
+#: Default sizes (the full run): stage -> (overrides, estimate in seconds on 2 idle cores, two stages at a
+#: time: the wall times of a full run on 2026-12-06).
 FULL: dict[str, tuple[tuple[str, ...], float]] = {
-    "unimodal_image": (_sizes(3840, 500, 5, 64), 85.0),
-    "unimodal_audio": (_sizes(3840, 500, 5, 64), 85.0),
-    "pretrain": (_sizes(4000, 500, 6, 32), 240.0),
+    "unimodal_image": (_sizes(3840, 500, 5, 64), 68.0),
+    "unimodal_audio": (_sizes(3840, 500, 5, 64), 40.0),
+    "pretrain": (_sizes(4000, 500, 6, 32), 225.0),
     "linear_probe": _PROBE_FULL,
     "linear_probe_stage1": _PROBE_FULL,
     "linear_probe_random_init": _PROBE_FULL,
-    "finetune": (_sizes(3500, 500, 4, 32), 130.0),
+    "finetune": (_sizes(3500, 500, 4, 32), 109.0),
     "localize": _LOCALIZE_FULL,
     "localize_stage1": _LOCALIZE_FULL,
     "separate": _SEPARATE_FULL,
     "separate_stage1": _SEPARATE_FULL,
-    "separate_audio_only": (_sizes(600, 100, 3, 8), 75.0),
+    "separate_audio_only": (_sizes(600, 100, 3, 8), 77.0),
     "segment": _SEGMENT_FULL,
     "segment_stage1": _SEGMENT_FULL,
 }
 
 _PROBE_QUICK = (_sizes(240, 200, 4, 32, "train.warmup_epochs=0.5"), 6.0)
-_LOCALIZE_QUICK = (_sizes(160, 100, 1, 16, "train.warmup_epochs=0.2", "localize.negatives=3"), 10.0)
-_SEPARATE_QUICK = (_sizes(160, 40, 1, 16, "train.warmup_epochs=0.2"), 12.0)
-_SEGMENT_QUICK = (_sizes(48, 40, 1, 8, "train.warmup_epochs=0.2"), 12.0)
+_LOCALIZE_QUICK = (_sizes(160, 100, 1, 16, "train.warmup_epochs=0.2", "localize.negatives=3"), 5.0)
+_SEPARATE_QUICK = (_sizes(160, 40, 1, 16, "train.warmup_epochs=0.2"), 18.0)
+_SEGMENT_QUICK = (_sizes(48, 40, 1, 8, "train.warmup_epochs=0.2"), 22.0)
 
 #: ``--quick``: the same pipeline, small enough for a test (about 2-3 minutes on 2 idle cores).
 QUICK: dict[str, tuple[tuple[str, ...], float]] = {
-    "unimodal_image": (_sizes(1600, 200, 2, 64, "train.warmup_epochs=0.3"), 14.0),  # 50 steps: top-1 ~0.45
+    "unimodal_image": (_sizes(1600, 200, 2, 64, "train.warmup_epochs=0.3"), 16.0),  # 50 steps: top-1 ~0.45
     "unimodal_audio": (_sizes(1600, 200, 2, 64, "train.warmup_epochs=0.3"), 10.0),  # 50 steps
-    "pretrain": (_sizes(256, 100, 2, 32, "train.warmup_epochs=0.3"), 12.0),
+    "pretrain": (_sizes(256, 100, 2, 32, "train.warmup_epochs=0.3"), 9.0),
     "linear_probe": _PROBE_QUICK,
     "linear_probe_stage1": _PROBE_QUICK,
     "linear_probe_random_init": _PROBE_QUICK,
     # fine-tuning needs ~100 steps to leave chance clearly at this size (14 steps stay at ~0.1, 60 reach ~0.13)
-    "finetune": (_sizes(640, 100, 5, 32), 37.0),
+    "finetune": (_sizes(640, 100, 5, 32), 59.0),
     "localize": _LOCALIZE_QUICK,
     "localize_stage1": _LOCALIZE_QUICK,
     "separate": _SEPARATE_QUICK,
     "separate_stage1": _SEPARATE_QUICK,
-    "separate_audio_only": (_sizes(160, 40, 1, 16, "train.warmup_epochs=0.2"), 12.0),
+    "separate_audio_only": (_sizes(160, 40, 1, 16, "train.warmup_epochs=0.2"), 18.0),
     "segment": _SEGMENT_QUICK,
     "segment_stage1": _SEGMENT_QUICK,
 }
@@ -211,19 +213,30 @@ def priorities(stages: list[Stage]) -> dict[str, float]:
 
 
 def makespan(stages: list[Stage], jobs: int, done: tuple[str, ...] = ()) -> float:
-    """Seconds the stages take by their estimates when ``jobs`` run at once in the scheduler's order
-    (``done``: stages already finished); the plan line and the progress display's prior."""
+    """Seconds the stages take by their estimates when ``jobs`` run at once, scheduled as
+    :func:`avfusion.benchmark.avdigits.run_pipeline` does: whenever a slot is free, the ready stage (every
+    stage it needs finished) with the longest critical path starts; a slot with nothing ready waits for
+    the next stage to finish. ``done``: stages already finished. The plan line's and the progress
+    display's prior."""
     prio = priorities(stages)
-    finished = {key: 0.0 for key in done}
-    pending = [s for s in stages if s.key not in finished]
+    end = {key: 0.0 for key in done}  # when each started stage finishes
+    pending = [s for s in stages if s.key not in end]
     free = [0.0] * max(1, jobs)
+
+    def ready_at(stage: Stage, now: float) -> bool:
+        return all(n not in prio and n not in end or end.get(n, math.inf) <= now for n in stage.needs)
+
     while pending:
-        ready = [s for s in pending if all(n in finished or n not in prio for n in s.needs)]
-        if not ready:
-            raise ConfigError(f"stages {[s.key for s in pending]} wait on each other")
-        stage = max(ready, key=lambda s: prio[s.key])
         slot = min(range(len(free)), key=free.__getitem__)
-        start = max([free[slot], *[finished.get(n, 0.0) for n in stage.needs]])
-        finished[stage.key] = free[slot] = start + stage.estimate_s
+        now = free[slot]
+        ready = [s for s in pending if ready_at(s, now)]
+        if not ready:
+            later = [t for t in end.values() if t > now]
+            if not later:
+                raise ConfigError(f"stages {[s.key for s in pending]} wait on each other")
+            free[slot] = min(later)
+            continue
+        stage = max(ready, key=lambda s: prio[s.key])
+        end[stage.key] = free[slot] = now + stage.estimate_s
         pending.remove(stage)
-    return max(finished.values(), default=0.0)
+    return max(end.values(), default=0.0)
