@@ -288,7 +288,7 @@ def test_still_image_reads_as_one_frame(tmp_path):
 
 
 def test_rgb_conversion_with_a_shared_converter_equals_pyav(tmp_path):
-    """_to_rgb reuses one swscale converter per thread: the same pixels as PyAV's own conversion,
+    """to_rgb reuses one swscale converter per thread: the same pixels as PyAV's own conversion,
     also when the frame size changes between calls."""
     small = make_video(tmp_path / "small.mp4", audio=False)
     frames = []
@@ -298,4 +298,4 @@ def test_rgb_conversion_with_a_shared_converter_equals_pyav(tmp_path):
     big = av.VideoFrame.from_ndarray(np.random.default_rng(0).integers(0, 256, (48, 80, 3), np.uint8),
                                      format="rgb24").reformat(format="yuv420p")
     for frame in (frames[0], big, *frames[1:], big):
-        np.testing.assert_array_equal(video._to_rgb(frame, 0), frame.to_ndarray(format="rgb24"))
+        np.testing.assert_array_equal(video.to_rgb(frame, 0), frame.to_ndarray(format="rgb24"))

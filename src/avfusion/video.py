@@ -24,7 +24,7 @@ from .media_container import (MediaInfo, container_start, declared_end, open_inp
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MediaInfo", "probe", "read_frame", "read_frames", "read_audio"]
+__all__ = ["MediaInfo", "probe", "read_frame", "read_frames", "read_audio", "FrameCursor", "frame_at", "to_rgb"]
 
 _MODES = ("exact", "keyframe")
 _END_SLACK_FRAMES = 2     # a decode that stops this many frame periods before t means a truncated file
@@ -50,7 +50,7 @@ def _reformatter() -> VideoReformatter:
     return _local.reformatter
 
 
-def _to_rgb(frame, rotation: int) -> np.ndarray:
+def to_rgb(frame, rotation: int) -> np.ndarray:
     """VideoFrame -> (H, W, 3) uint8 RGB as displayed (rotated counter-clockwise by `rotation`)."""
     img = _reformatter().reformat(frame, format="rgb24", threads=1).to_ndarray()
     if rotation:
@@ -58,8 +58,10 @@ def _to_rgb(frame, rotation: int) -> np.ndarray:
     return img
 
 
-class _Cursor:
-    """Forward decoding over one video stream, seeking only when a target lies past the next keyframe."""
+class FrameCursor:
+    """Forward decoding over the first video stream of an open container (cover art left out), seeking
+    only when a target lies past the next keyframe. Public: the dataset reader keeps one per open file
+    and asks it for frame after frame with :func:`frame_at`."""
 
     def __init__(self, container, path):
         self.container, self.path = container, path
@@ -125,8 +127,10 @@ def _check_time(info: MediaInfo, path, t: float) -> None:
         raise DecodeError(path, f"time {t:.3f} s outside the file (0 .. {info.duration:.3f} s)")
 
 
-def _frame_at(cursor: _Cursor, t: float, mode: str):
-    """Decode the frame for time t (seconds) with `cursor`, in `mode`."""
+def frame_at(cursor: FrameCursor, t: float, mode: str):
+    """The frame shown at time t (seconds on the file timeline), decoded with `cursor`: "exact" (the frame
+    whose display interval holds t) or "keyframe" (the keyframe at or before t, much cheaper). Convert it
+    with :func:`to_rgb`."""
     target = seconds_to_pts(t, cursor.stream, cursor.origin)
     if mode == "keyframe":
         cursor.seek(target)
@@ -176,9 +180,9 @@ def read_frames(path, times: Sequence[float], mode: str = "exact") -> np.ndarray
         info = read_info(container, path)
         for t in times:
             _check_time(info, path, t)
-        cursor = _Cursor(container, path)
+        cursor = FrameCursor(container, path)
         out: list[np.ndarray | None] = [None] * len(times)
         for i in sorted(range(len(times)), key=times.__getitem__):
-            frame = _frame_at(cursor, times[i], mode)
-            out[i] = _to_rgb(frame, info.rotation)
+            frame = frame_at(cursor, times[i], mode)
+            out[i] = to_rgb(frame, info.rotation)
     return np.stack(out)

@@ -30,7 +30,7 @@ from avfusion.errors import DecodeError
 from avfusion.media_audio import frame_to_mono
 from avfusion.media_container import (container_start, declared_end, file_duration, frame_rotation,
                                       has_picture, open_input, seconds_to_pts, video_streams)
-from avfusion.video import _Cursor, _frame_at, _to_rgb  # the exact-decoding machinery, shared on purpose
+from avfusion.video import FrameCursor, frame_at, to_rgb  # the public decoding machinery of avfusion.video
 
 __all__ = ["ClipReader", "open_clip", "read_image", "read_mask"]
 
@@ -53,7 +53,7 @@ class ClipReader:
         self.has_video = bool(video_streams(container))
         self.has_audio = bool(container.streams.audio)
         self.has_picture = has_picture(container)     # cover art: not video
-        self._cursor: _Cursor | None = None
+        self._cursor: FrameCursor | None = None
         self._configured = False
         self._moved = False                          # demuxer left its initial position
 
@@ -100,9 +100,9 @@ class ClipReader:
             if frame is None:
                 if self._cursor is None:
                     self._video_stream()
-                    self._cursor = _Cursor(self.container, self.path)
-                frame = _frame_at(self._cursor, times[i], mode)
-            out[i] = _to_rgb(frame, frame_rotation(frame))
+                    self._cursor = FrameCursor(self.container, self.path)
+                frame = frame_at(self._cursor, times[i], mode)
+            out[i] = to_rgb(frame, frame_rotation(frame))
         return out[0][None] if len(out) == 1 else np.stack(out)    # one frame: no copy
 
     def audio(self, start: float, end: float, sample_rate: int = 16000) -> np.ndarray:

@@ -217,7 +217,7 @@ def write_video(src: str | Path, dst: str | Path, draw: Callable[[np.ndarray, fl
     import av
 
     from avfusion.media_container import container_start, frame_rotation, open_input
-    from avfusion.video import _to_rgb, probe
+    from avfusion.video import probe, to_rgb
 
     from tqdm.auto import tqdm
 
@@ -239,7 +239,7 @@ def write_video(src: str | Path, dst: str | Path, draw: Callable[[np.ndarray, fl
             origin, last, period = float(container_start(inp)), -1, 1.0 / float(rate)
             for k, frame in enumerate(inp.decode(vin)):
                 t = float(frame.time) - origin if frame.time is not None else k * period
-                rgb = draw(_to_rgb(frame, frame_rotation(frame)), t)
+                rgb = draw(to_rgb(frame, frame_rotation(frame)), t)
                 if rgb.shape[:2] != (height, width):
                     rgb = np.pad(rgb, ((0, height - rgb.shape[0]), (0, width - rgb.shape[1]), (0, 0)), mode="edge")
                 vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
