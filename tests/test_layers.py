@@ -55,3 +55,16 @@ def test_the_rules_catch_a_violation(tmp_path):
     module = tmp_path / "m.py"
     module.write_text("def f():\n    from avfusion.cli import main\n    return main\n")
     assert imports(module) == [(2, "avfusion.cli")]
+
+
+def test_no_module_imports_another_modules_private_names():
+    """Shared machinery is public (e.g. avfusion.video's FrameCursor, frame_at, to_rgb); a leading underscore
+    means "this module's own"."""
+    bad = []
+    for path in sorted(SRC.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and ((node.module or "").startswith("avfusion") or node.level > 0):
+                private = [a.name for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+                if private:
+                    bad.append(f"{path.relative_to(SRC)}:{node.lineno} imports {private} from {node.module}")
+    assert not bad, "\n".join(bad)
