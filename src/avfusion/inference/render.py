@@ -216,7 +216,7 @@ def write_video(src: str | Path, dst: str | Path, draw: Callable[[np.ndarray, fl
     """
     import av
 
-    from avfusion.media_container import container_start, frame_rotation, open_input
+    from avfusion.media_container import container_start, frame_rotation, open_input, video_streams
     from avfusion.video import probe, to_rgb
 
     from tqdm.auto import tqdm
@@ -229,7 +229,7 @@ def write_video(src: str | Path, dst: str | Path, draw: Callable[[np.ndarray, fl
                disable=None if long else True)                             # a bar on terminals, for long videos
     try:
         with open_input(src) as inp:
-            vin = inp.streams.video[0]
+            vin = video_streams(inp)[0]  # the same stream probe() measured (cover art is not video)
             rate = vin.average_rate or vin.guessed_rate or Fraction(30)
             vout = out.container.add_stream("libx264", rate=Fraction(rate).limit_denominator(100000))
             vout.width, vout.height, vout.pix_fmt = width, height, "yuv420p"
