@@ -163,12 +163,18 @@ def run_pipeline(stages: list[Stage], configs: Path, root: Path, jobs: int, trac
     def ready() -> list[Stage]:
         return sorted((s for s in pending if all(n in results for n in s.needs)), key=lambda s: -prio[s.key])
 
+    def stuck() -> ConfigError:
+        return ConfigError(f"stages {[s.key for s in pending]} wait on stages that are not planned")
+
     def checkpoints() -> dict[str, Path]:
         return {k: r.checkpoint for k, r in results.items()}
 
     if jobs == 1:
         while pending:
-            stage = ready()[0]
+            candidates = ready()
+            if not candidates:
+                raise stuck()
+            stage = candidates[0]
             pending.remove(stage)
             tracker.start(f"{prefix}/{stage.key}", stage.title)
             results[stage.key] = run_stage(stage, configs, root, checkpoints(), progress)
@@ -192,7 +198,7 @@ def run_pipeline(stages: list[Stage], configs: Path, root: Path, jobs: int, trac
                     tracker.start(f"{prefix}/{stage.key}", stage.title)
                     running[pool.submit(run_stage, stage, configs, root, checkpoints(), False)] = stage
                 if not running:
-                    raise ConfigError(f"stages {[s.key for s in pending]} wait on stages that are not planned")
+                    raise stuck()
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 for future in finished:
                     stage = running.pop(future)

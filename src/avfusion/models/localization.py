@@ -218,10 +218,9 @@ def heatmaps(model: nn.Module, image: torch.Tensor, audio: torch.Tensor,
     """Every read-out ``model`` offers -> {name: (B, rows, cols) heatmap}.
 
     A bare encoder gives ``attention`` (when it has fusion blocks); a ContrastiveLocalizer gives
-    ``contrastive`` and the ``attention`` of its encoder. ``model`` may be wrapped (DDP): its ``module``
-    is used. The public read-out that training, evaluation and inference share.
+    ``contrastive`` and the ``attention`` of its encoder. ``model`` is the plain model (callers unwrap a
+    DDP wrapper). The public read-out that evaluation, inference and the benchmark's figures share.
     """
-    model = getattr(model, "module", model)
     encoder = model.encoder if isinstance(model, ContrastiveLocalizer) else model
     with_attention = bool(encoder.fusion_layers)
     out: dict[str, torch.Tensor] = {}
