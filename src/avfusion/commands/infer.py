@@ -107,10 +107,9 @@ def _pipeline(args):
 
 
 def _meta(args, pipe) -> dict:
-    from avfusion.inference.pipeline import DEFAULT_FIT
+    from avfusion.inference.writers import run_meta
 
-    return {"checkpoint": str(args.checkpoint), "window": pipe.window, "stride": args.stride or pipe.window,
-            "fit": args.fit or DEFAULT_FIT[args.command]}
+    return run_meta(args.command, args.checkpoint, pipe)
 
 
 def _target(args, suffix: str) -> Path:

@@ -22,6 +22,15 @@ def _header(command: str, meta: dict[str, Any] | None) -> dict[str, Any]:
     return {"avfusion": __version__, "command": command, **(meta or {})}
 
 
+def run_meta(command: str, checkpoint, pipe) -> dict[str, Any]:
+    """What an output records of the run that made it: the checkpoint as given, the window, stride and
+    fit (the same for `avfusion COMMAND` and `avfusion demo`, so that both write the same files)."""
+    from avfusion.inference.pipeline import DEFAULT_FIT
+
+    return {"checkpoint": str(checkpoint), "window": pipe.window, "stride": pipe.stride or pipe.window,
+            "fit": pipe.fit or DEFAULT_FIT[command]}
+
+
 def _caption(result, k: int) -> str:
     w = result.windows
     return f"{w.start[k]:.1f}-{w.end[k]:.1f} s"
