@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 
 import pytest
 
@@ -110,3 +111,10 @@ def test_old_requests_are_pruned(runner, tmp_path):
     assert out["embed"].path.is_file()
     runner.prune(max_age_s=-1)
     assert not out["embed"].path.exists()
+
+
+def test_without_gradio_the_command_says_how_to_install_it(models, monkeypatch, caplog):
+    """The core package (the CLI included) does without gradio; `avfusion demo` says what to install."""
+    monkeypatch.setitem(sys.modules, "gradio", None)                 # import gradio -> ImportError
+    assert main(["demo", "-c", str(models["classify"])]) == 1
+    assert "needs Gradio" in caplog.text and "pip install 'avfusion[demo]'" in caplog.text
