@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import socket
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -94,11 +95,15 @@ def test_every_output_of_a_clip(served, tmp_path):
     # segment: the overlay video and the mask strip; embed: a summary
     assert probe(out["segment_video"]).has_audio and Path(out["segment_sheet"]).stat().st_size > 1000
     assert "dimension 32" in out["embed_summary"]
-    # downloads: the commands' files, byte for byte the ones the page shows
+    # downloads: the commands' files (directories zipped), byte for byte the ones the page shows
     downloads = {Path(p).name: Path(p) for p in out["downloads"]}
-    assert {"street.classify.json", "embeddings.npz", "street_localize.zip", "street_separate.zip",
-            "street_segment.zip", "overlay.mp4", "mixture.wav", "source_1.wav", "result.json"} <= set(downloads)
-    assert downloads["mixture.wav"].read_bytes() == Path(out["mixture"]).read_bytes()
+    assert set(downloads) == {"street.classify.json", "street_localize.zip", "street_separate.zip",
+                              "street_segment.zip", "embeddings.npz"}
+    with zipfile.ZipFile(downloads["street_separate.zip"]) as z:
+        assert z.read("street_separate/mixture.wav") == Path(out["mixture"]).read_bytes()
+        assert json.loads(z.read("street_separate/result.json"))["command"] == "separate"
+    with zipfile.ZipFile(downloads["street_localize.zip"]) as z:
+        assert z.read("street_localize/overlay.mp4") == Path(out["localize_video"]).read_bytes()
     classify = json.loads(downloads["street.classify.json"].read_text())
     assert classify["command"] == "classify" and classify["checkpoint"] == runner.tasks["classify"].source
     with np.load(downloads["embeddings.npz"]) as f:
@@ -111,9 +116,11 @@ def test_an_example_clip_and_one_task(served):
               regions="0,0,288,288; 288,0,576,288")
     assert not out["clip_labels"] and out["localize_video"] is None
     assert out["source_1"] is not None and out["source_2"] is None
-    assert sorted(Path(p).name for p in out["downloads"]) == [
-        "avdigits_duet_separate.zip", "mixture.wav", "regions.png", "residual.wav", "result.json", "source_0.mp4",
-        "source_0.wav", "source_1.mp4", "source_1.wav", "spectrograms.png"]
+    (archive,) = out["downloads"]
+    with zipfile.ZipFile(archive) as z:
+        assert sorted(z.namelist()) == [f"avdigits_duet_separate/{name}" for name in (
+            "mixture.wav", "regions.png", "residual.wav", "result.json", "source_0.mp4", "source_0.wav",
+            "source_1.mp4", "source_1.wav", "spectrograms.png")]
 
 
 def test_bad_input_gets_the_message_and_the_app_keeps_serving(served, tmp_path):

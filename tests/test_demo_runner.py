@@ -10,7 +10,7 @@ import pytest
 
 from avfusion.cli import main
 from avfusion.demo.runner import MAX_REGIONS, Options, Runner, parse_regions
-from avfusion.errors import ConfigError, DecodeError
+from avfusion.errors import ConfigError, DataError, DecodeError
 from tests.inference_media import tiny_models, truncate, write_clip
 
 
@@ -58,7 +58,7 @@ def test_outputs_are_the_files_the_commands_write(runner, models, tmp_path):
                      progress=lambda fraction, message: steps.append(fraction))
     assert list(out) == ["classify", "localize", "separate"] and steps == [0, 1 / 3, 2 / 3, 1.0]
     assert out["classify"].path.name == "clip.classify.json" and out["localize"].path.name == "clip_localize"
-    assert out["separate"].archive.name == "clip_separate.zip" and out["separate"].archive in out["separate"].files
+    assert out["separate"].download.name == "clip_separate.zip" and out["classify"].download == out["classify"].path
     for task, extra in (("classify", ["--top-k", "2"]), ("localize", []),
                         ("separate", ["--point", "20,30", "--box", "0,0,32,48"])):
         target = tmp_path / (f"cli_{task}" + (".json" if task == "classify" else ""))
@@ -70,6 +70,18 @@ def test_outputs_are_the_files_the_commands_write(runner, models, tmp_path):
             assert sorted(p.name for p in target.rglob("*")) == sorted(p.name for p in ours.rglob("*"))
             theirs, mine = (json.loads((d / "result.json").read_text()) for d in (target, ours))
         assert mine == theirs, task
+
+
+def test_class_names_from_a_labels_file(models, tmp_path):
+    labels = tmp_path / "digits.txt"
+    labels.write_text("zero\none\ntwo\nthree\n")
+    named = Runner([models["classify"]], tmp_path / "work", labels=labels)
+    out = named.run(upload(named, write_clip(tmp_path / "a.mp4", 1.0)), ["classify"], Options(top_k=4))
+    assert {t["label"] for t in out["classify"].result.top(out["classify"].result.clip_scores)} == {
+        "zero", "one", "two", "three"}
+    labels.write_text("zero\none\n")
+    with pytest.raises(DataError, match="holds 2 names but the classifier has 4 classes"):
+        Runner([models["classify"]], tmp_path / "work", labels=labels)
 
 
 def test_bad_input_is_refused_with_the_commands_messages(runner, tmp_path):

@@ -41,6 +41,8 @@ def register(subparsers) -> None:
                    help=f"largest upload accepted (default {DEFAULT_MAX_UPLOAD_MB} MB)")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--batch-size", type=int, default=8, metavar="N", help="windows per forward pass (default 8)")
+    p.add_argument("--labels", metavar="FILE",
+                   help="the classifier's class names, one per line (.csv: last column), as for `avfusion classify`")
     p.add_argument("--no-examples", action="store_true", help="do not write the built-in AV-Digits example clips")
     p.set_defaults(func=run_demo)
 
@@ -61,7 +63,7 @@ def run_demo(args) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     with tempfile.TemporaryDirectory(prefix="avfusion-demo-") as workdir:
         runner = Runner(args.checkpoint, workdir, device=device, batch_size=args.batch_size,
-                        max_upload_mb=args.max_upload_mb)
+                        max_upload_mb=args.max_upload_mb, labels=args.labels)
         for task, source, kind in runner.describe():
             log.info("%-9s %s (%s)", task, source, kind)
         log.info("uploads and outputs in %s (removed on exit); Ctrl-C stops the app", workdir)

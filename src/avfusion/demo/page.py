@@ -97,8 +97,8 @@ def build_page(runner: Runner, examples: list[Example] | None = None):
                 out["segment_video"] = gr.Video(label="segment: overlay video", visible=False)
                 out["segment_sheet"] = gr.Image(label="segment: mask per window", visible=False, type="filepath")
                 out["embed_summary"] = gr.Markdown(visible=False)
-                out["downloads"] = gr.File(label="downloads (the files the commands write)", file_count="multiple",
-                                           visible=False, interactive=False)
+                out["downloads"] = gr.File(label="downloads: the files the commands write (directories zipped)",
+                                           file_count="multiple", visible=False, interactive=False)
         outputs = [out[name] for name in OUTPUTS]
 
         def on_run(video_path, chosen, k, read, regions_text, progress=gr.Progress()):
@@ -165,7 +165,7 @@ def _show(results: dict[str, TaskOutput]) -> list:
     values = {name: hidden for name in OUTPUTS}
     lines, files = [], []
     for task, out in results.items():
-        files += [str(p) for p in out.files]
+        files.append(str(out.download))
         r = out.result
         if task == "classify":
             values["clip_labels"] = gr.update(value={t["label"]: t["score"] for t in r.top(r.clip_scores)},

@@ -19,7 +19,7 @@ import shutil
 import time
 import uuid
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -27,7 +27,7 @@ import numpy as np
 
 from avfusion.demo import DEFAULT_MAX_UPLOAD_MB
 from avfusion.errors import CheckpointError, ConfigError, DecodeError
-from avfusion.inference import Pipeline
+from avfusion.inference import Pipeline, read_labels
 from avfusion.inference.loading import check_supports
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,11 @@ class TaskOutput:
     result: object
     path: Path
     archive: Path | None = None
-    files: list[Path] = field(default_factory=list)        # every file written, for downloading
+
+    @property
+    def download(self) -> Path:
+        """The one file to download: the command's file, or its directory zipped."""
+        return self.archive or self.path
 
 
 @dataclass
@@ -110,10 +114,12 @@ def format_regions(regions: Sequence[Sequence[float]]) -> str:
 class Runner:
     """Loads `checkpoints` (save_pretrained directories or official .pth files) and serves requests in
     `workdir`. Each task runs on the first checkpoint of its own kind, else on the first that can do it
-    (e.g. localize on an encoder's fusion attention, embed on any)."""
+    (e.g. localize on an encoder's fusion attention, embed on any). `labels`: the classifier's class
+    names, a file as `avfusion classify --labels` takes it."""
 
     def __init__(self, checkpoints: Sequence[str | os.PathLike], workdir: str | os.PathLike, *,
-                 device: str = "cpu", batch_size: int = 8, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB):
+                 device: str = "cpu", batch_size: int = 8, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
+                 labels: str | os.PathLike | None = None):
         if not checkpoints:
             raise ConfigError("give at least one --checkpoint")
         if not max_upload_mb > 0:
@@ -124,11 +130,16 @@ class Runner:
         self.served = [Served(str(c), Pipeline.from_pretrained(c, device=device, batch_size=batch_size))
                        for c in checkpoints]
         self.tasks: dict[str, Served] = {}
+        self.labels = labels
         for task in TASKS:
             able = [s for s in self.served if _can(s, task)]
             own = [s for s in able if s.pipe.task == ("encoder" if task == "embed" else task)]
             if able:
                 self.tasks[task] = (own or able)[0]
+        if labels is not None:
+            if "classify" not in self.tasks:
+                raise ConfigError("--labels names a classifier's classes, but no checkpoint given classifies")
+            read_labels(labels, self.tasks["classify"].pipe.model.num_classes)      # refuse a wrong file now
 
     # ------------------------------------------------------------------ what it offers
     def describe(self) -> list[tuple[str, str, str]]:
@@ -209,11 +220,11 @@ class Runner:
         pipe, meta = served.pipe, writers.run_meta(task, served.source, served.pipe)
         target = request / OUTPUT_NAMES[task].format(stem=video.stem)
         if task == "classify":
-            result = pipe.classify(video, top_k=options.top_k)
-            return TaskOutput(task, result, writers.save_classify(result, target, meta), files=[target])
+            result = pipe.classify(video, top_k=options.top_k, labels=self.labels)
+            return TaskOutput(task, result, writers.save_classify(result, target, meta))
         if task == "embed":
             result = pipe.embed(video)
-            return TaskOutput(task, result, writers.save_embeddings([result], target, meta), files=[target])
+            return TaskOutput(task, result, writers.save_embeddings([result], target, meta))
         if task == "localize":
             result = pipe.localize(video, readout=options.readout)
             out = writers.save_localize(result, target, meta)
@@ -224,7 +235,7 @@ class Runner:
             result = pipe.segment(video)
             out = writers.save_segment(result, target, meta)
         archive = zip_directory(out, out.with_name(out.name + ".zip"))
-        return TaskOutput(task, result, out, archive, sorted(p for p in out.iterdir() if p.is_file()) + [archive])
+        return TaskOutput(task, result, out, archive)
 
     def prune(self, max_age_s: float = 3600.0) -> None:
         """Remove earlier requests' directories older than `max_age_s` (the page has served their files)."""
