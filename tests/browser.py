@@ -23,6 +23,14 @@ import urllib.request
 from pathlib import Path
 
 
+#: run CHROMIUM with the pipe ends given as fds 3 (its input) and 4 (its output); through high numbers
+#: first, so that neither move overwrites the other
+REMAP = ("import fcntl, os, sys\n"
+         "a, b = (fcntl.fcntl(int(fd), fcntl.F_DUPFD, 10) for fd in sys.argv[1:3])\n"
+         "os.dup2(a, 3)\nos.dup2(b, 4)\nos.close(a)\nos.close(b)\n"
+         "os.execv(sys.argv[3], sys.argv[3:])")
+
+
 def chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -46,9 +54,9 @@ class Browser:
         args = ["--headless", "--remote-debugging-pipe", "--no-sandbox", "--disable-gpu", "--no-first-run",
                 "--mute-audio", "--disable-dev-shm-usage", f"--user-data-dir={self.profile}",
                 f"--window-size={width},{height}", "about:blank"]
-        remap = f'exec "$0" "$@" 3<&{to_browser} 4>&{from_browser}'
-        self.proc = subprocess.Popen(["sh", "-c", remap, exe, *args], pass_fds=(to_browser, from_browser),
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen([sys.executable, "-c", REMAP, str(to_browser), str(from_browser), exe, *args],
+                                     pass_fds=(to_browser, from_browser), stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
         os.close(to_browser)
         os.close(from_browser)
         self._buffer, self._id, self.session = b"", 0, None

@@ -53,6 +53,7 @@ def _draw(frame: np.ndarray | None, regions_text: str, corner: list | None) -> n
 
 def build_page(runner: Runner, examples: list[Example] | None = None):
     """The gr.Blocks app around `runner` (launch it with `serve`)."""
+    separate = "separate" in runner.tasks
     with gr.Blocks(title="avfusion demo", analytics_enabled=False, delete_cache=(600, 3600)) as app:
         frame_state = gr.State(None)     # the preview frame (H, W, 3)
         corner_state = gr.State(None)    # the first corner of a box being drawn
@@ -65,15 +66,17 @@ def build_page(runner: Runner, examples: list[Example] | None = None):
                                          label="run", elem_id="tasks")
                 run = gr.Button("Run", variant="primary", elem_id="run")
                 with gr.Accordion("options", open=True):
-                    top_k = gr.Slider(1, 10, value=5, step=1, label="classify: labels shown per window")
+                    top_k = gr.Slider(1, 10, value=5, step=1, label="classify: labels shown per window",
+                                      visible="classify" in runner.tasks)
                     readout = gr.Radio(list(READOUTS), value="default", label="localize: heatmap read-out "
-                                       "(default: contrastive when the checkpoint has the head)")
+                                       "(default: contrastive when the checkpoint has the head)",
+                                       visible="localize" in runner.tasks)
                     frame = gr.Image(label="separate: click two corners on the frame to add a box",
-                                     interactive=False, elem_id="frame")
+                                     interactive=False, elem_id="frame", visible=separate)
                     regions = gr.Textbox(label=f"separate: regions in pixels, up to {MAX_REGIONS}, `x0,y0,x1,y1` "
                                          "(box) or `x,y` (point), split by `;`; empty = the whole frame",
-                                         elem_id="regions")
-                    clear = gr.Button("clear regions", size="sm")
+                                         elem_id="regions", visible=separate)
+                    clear = gr.Button("clear regions", size="sm", visible=separate)
                 if examples:
                     gr.Examples([[str(e.path), e.regions] for e in examples], inputs=[video, regions],
                                 example_labels=[e.caption for e in examples], label="AV-Digits examples")
