@@ -139,11 +139,12 @@ class Browser:
         shutil.rmtree(self.profile, ignore_errors=True)
 
 
-def start_demo(checkpoints, port: int, log: Path, timeout: float = 180.0) -> subprocess.Popen:
+def start_demo(checkpoints, port: int, log: Path, timeout: float = 180.0, extra=()) -> subprocess.Popen:
     """`avfusion demo` in a subprocess, answering on 127.0.0.1:port (stop it with .terminate())."""
     argv = [sys.executable, "-m", "avfusion", "demo", "--port", str(port)]
     for c in checkpoints:
         argv += ["-c", str(c)]
+    argv += list(extra)
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     proc = subprocess.Popen(argv, stdout=log.open("w"), stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + timeout
@@ -189,12 +190,14 @@ def main(argv=None) -> int:
     p.add_argument("--video", required=True, type=Path)
     p.add_argument("--tasks", default="classify,localize")
     p.add_argument("--regions", default="")
+    p.add_argument("--labels", help="passed to `avfusion demo --labels`")
     p.add_argument("--output", "-o", type=Path, required=True)
     p.add_argument("--colours", type=int, default=128, help="quantise the PNG to this many colours (0: keep)")
     args = p.parse_args(argv)
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
-        app = start_demo(args.checkpoint, port, Path(tmp) / "demo.log")
+        app = start_demo(args.checkpoint, port, Path(tmp) / "demo.log",
+                         extra=["--labels", args.labels] if args.labels else [])
         browser = Browser()
         try:
             run_on_page(browser, port, args.video, args.tasks.split(","), args.regions)
