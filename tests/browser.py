@@ -60,11 +60,15 @@ class Browser:
         os.close(to_browser)
         os.close(from_browser)
         self._buffer, self._id, self.session = b"", 0, None
-        target = self.send("Target.createTarget", url="about:blank")["targetId"]
-        self.session = self.send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
-        self.send("Page.enable")
-        self.send("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1,
-                  mobile=False)
+        try:
+            target = self.send("Target.createTarget", url="about:blank")["targetId"]
+            self.session = self.send("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
+            self.send("Page.enable")
+            self.send("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1,
+                      mobile=False)
+        except BaseException:
+            self.close()
+            raise
 
     def send(self, method: str, timeout: float = 30.0, **params) -> dict:
         self._id += 1
@@ -198,12 +202,14 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         app = start_demo(args.checkpoint, port, Path(tmp) / "demo.log",
                          extra=["--labels", args.labels] if args.labels else [])
-        browser = Browser()
+        browser = None
         try:
+            browser = Browser()
             run_on_page(browser, port, args.video, args.tasks.split(","), args.regions)
             browser.screenshot(args.output, args.colours or None)
         finally:
-            browser.close()
+            if browser is not None:
+                browser.close()
             app.terminate()
             app.wait(timeout=30)
     print(f"{args.output}: {args.output.stat().st_size / 1024:.0f} KB")

@@ -25,8 +25,9 @@ def test_a_clip_run_on_the_page_shows_the_overlay(tmp_path):
     clip = write_clip(tmp_path / "clip.mp4", 1.6, size=(96, 72))
     port, log = free_port(), tmp_path / "demo.log"
     app = start_demo([models["classify"], models["localize"]], port, log)
-    browser = Browser()
+    browser = None
     try:
+        browser = Browser()
         run_on_page(browser, port, clip, ["classify", "localize"])
         assert browser.js("!!document.querySelector('#localize-video video')")
         assert "clip.classify.json" in browser.js("document.querySelector('#status').innerText")
@@ -34,7 +35,8 @@ def test_a_clip_run_on_the_page_shows_the_overlay(tmp_path):
                          " return [r.left + scrollX, r.top + scrollY, r.right + scrollX, r.bottom + scrollY]; })()")
         shot = browser.screenshot(tmp_path / "page.png")
     finally:
-        browser.close()
+        if browser is not None:
+            browser.close()
         app.terminate()
         app.wait(timeout=30)
     picture = np.asarray(Image.open(shot).convert("RGB").crop([int(v) for v in box])).astype(int)
