@@ -176,13 +176,16 @@ class AVDigitsTaskSet(Dataset):
 
     source: str = "AVDigits"  # the avfusion.data.avdigits dataset class the items come from
 
-    def __init__(self, split: str, data: DataConfig, seed: int = 0, size: int | None = None, train: bool = False):
+    def __init__(self, split: str, data: DataConfig, seed: int = 0, size: int | None = None, train: bool = False,
+                 **source_options: Any):
+        """``source_options``: extra keyword arguments of the source dataset (e.g. ``max_digits``)."""
         from avfusion.data import avdigits
 
         if data.sample_rate != avdigits.SAMPLE_RATE:
             raise ConfigError(f"AV-Digits audio is at {avdigits.SAMPLE_RATE} Hz; set data.sample_rate="
                               f"{avdigits.SAMPLE_RATE}")
-        self.scenes = getattr(avdigits, self.source)(split, size=size, seed=seed, image_size=data.image_size, cache=False, layout=data.layout)
+        self.scenes = getattr(avdigits, self.source)(split, size=size, seed=seed, image_size=data.image_size,
+                                                     cache=False, layout=data.layout, **source_options)
         self.data = data
         self.fresh = bool(train and data.fresh)
         self._cache = PreparedCache(data.cache and not self.fresh)

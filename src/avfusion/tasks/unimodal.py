@@ -45,12 +45,17 @@ class UnimodalConfig:
 
     Attributes:
         modality: "image" (glyphs alone) or "audio" (recordings alone).
-        objective: "supervised" (cross-entropy on the digit, mean-pooled tokens, linear head) or
-            "mae" (masked reconstruction of the stream's own patches).
+        objective: "supervised" (cross-entropy on the digit, linear head on the pooled tokens, or on
+            every token with ``pool: patch``) or "mae" (masked reconstruction of the stream's own patches).
         num_classes: classes of the supervised head.
         label_smoothing: supervised: target smoothing.
-        pool: supervised: how the head pools the stream's tokens, "max" (every token must answer for
-            itself; far faster to learn where the object covers few tokens) or "mean".
+        pool: supervised: how the head reads the stream's tokens: "max" or "mean" pooling (one class
+            per input; max is far faster to learn where the object covers few tokens), or "patch"
+            (image only: every token classifies the digit whose box holds the token's patch centre,
+            or background; what the dense audio-visual tasks need, see docs/avdigits.md).
+        max_digits: image: digits per training and test canvas, 1..max_digits drawn uniformly
+            (1: one glyph per canvas). With more than one, ``pool: patch`` is the objective that
+            knows which digit is where.
         mask_ratio: mae: share of the patches removed.
         decoder_embed_dim, decoder_depth, decoder_num_heads: mae: the decoder (discarded afterwards).
         norm_pix_loss: mae: per-patch normalised targets.
@@ -60,7 +65,8 @@ class UnimodalConfig:
     objective: Literal["supervised", "mae"] = "supervised"
     num_classes: int = 10
     label_smoothing: float = 0.0
-    pool: Literal["max", "mean"] = "max"
+    pool: Literal["max", "mean", "patch"] = "max"
+    max_digits: int = 1
     mask_ratio: float = 0.75
     decoder_embed_dim: int = 128
     decoder_depth: int = 2
@@ -72,8 +78,12 @@ class UnimodalConfig:
             raise ConfigError(f"unimodal.modality must be one of {MODALITIES}, got {self.modality!r}")
         if self.objective not in ("supervised", "mae"):
             raise ConfigError(f"unimodal.objective must be supervised or mae, got {self.objective!r}")
-        if self.pool not in ("max", "mean"):
-            raise ConfigError(f"unimodal.pool must be max or mean, got {self.pool!r}")
+        if self.pool not in ("max", "mean", "patch"):
+            raise ConfigError(f"unimodal.pool must be max, mean or patch, got {self.pool!r}")
+        if self.pool == "patch" and self.modality != "image":
+            raise ConfigError("unimodal.pool=patch needs the digits' boxes: it trains the image stream only")
+        if not 1 <= self.max_digits <= 3:
+            raise ConfigError(f"unimodal.max_digits must be in 1..3, got {self.max_digits}")
 
 
 @dataclass
@@ -85,13 +95,15 @@ class UnimodalRecipe:
 
 
 class UnimodalSamples(AVDigitsTaskSet):
-    """The unimodal pool of one modality: ``input`` (the normalised image or the log-mel) and ``label``."""
+    """The unimodal pool of one modality: ``input`` (the normalised image or the log-mel) and ``label``;
+    images also carry ``boxes`` (3, 4) and ``classes`` (3,) of their digits (-1: no digit)."""
 
     def __init__(self, modality: str, split: str, data: DataConfig, seed: int = 0, size: int | None = None,
-                 train: bool = False):
+                 train: bool = False, max_digits: int = 1):
         self.source = "AVDigitsGlyphs" if modality == "image" else "AVDigitsSounds"
         self.modality = modality
-        super().__init__(split, data, seed, size, train)
+        options = {"max_digits": max_digits} if modality == "image" else {}
+        super().__init__(split, data, seed, size, train, **options)
 
     def _prepare(self, i: int) -> dict[str, Any]:
         from avfusion.audio import log_mel_spectrogram
@@ -99,17 +111,20 @@ class UnimodalSamples(AVDigitsTaskSet):
         item = self.scenes[i]
         if self.modality == "image":
             x = torch.from_numpy(item["image"]).permute(2, 0, 1).contiguous()  # (3, S, S) uint8
-        else:
-            x = log_mel_spectrogram(torch.from_numpy(item["audio"]), self.data.sample_rate, self.data.n_mels,
-                                    self.data.window)[None]  # (1, n_mels, frames)
+            return {"input": x, "label": int(item["label"]), "boxes": torch.as_tensor(item["boxes"]),
+                    "classes": torch.as_tensor(item["classes"])}
+        x = log_mel_spectrogram(torch.from_numpy(item["audio"]), self.data.sample_rate, self.data.n_mels,
+                                self.data.window)[None]  # (1, n_mels, frames)
         return {"input": x, "label": int(item["label"])}
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         from avfusion.transforms import normalize_uint8
 
         item = self._cache.get(int(index), self._prepare)
-        x = normalize_uint8(item["input"]) if self.modality == "image" else item["input"].clone()
-        return {"input": x, "label": item["label"], "index": int(index)}
+        if self.modality == "image":
+            return {"input": normalize_uint8(item["input"]), "label": item["label"], "boxes": item["boxes"].clone(),
+                    "classes": item["classes"].clone(), "index": int(index)}
+        return {"input": item["input"].clone(), "label": item["label"], "index": int(index)}
 
 
 class UnimodalTask(ReportedEvaluation, Task):
@@ -125,7 +140,8 @@ class UnimodalTask(ReportedEvaluation, Task):
                               "data, start the streams from MAE / AudioMAE files with model.image_init / "
                               "model.audio_init")
         size = cfg.data.size if train else cfg.data.eval_size
-        return EpochSamples(UnimodalSamples(cfg.unimodal.modality, split, cfg.data, cfg.train.seed, size, train))
+        return EpochSamples(UnimodalSamples(cfg.unimodal.modality, split, cfg.data, cfg.train.seed, size, train,
+                                            cfg.unimodal.max_digits))
 
     def train_dataset(self, cfg: UnimodalRecipe) -> Dataset:
         self.cfg = cfg
@@ -158,15 +174,25 @@ class UnimodalTask(ReportedEvaluation, Task):
         length = unwrap(model).stream.num_patches
         return sample_noise(self.cfg.train.seed, batch.get("epoch", 0), batch["index"], length, stream)
 
+    def _targets(self, batch: dict, model: nn.Module) -> torch.Tensor:
+        """What the supervised head is trained on: the label, or with ``pool: patch`` each token's class."""
+        if self.cfg.unimodal.pool != "patch":
+            return batch["label"]
+        stream = unwrap(model).stream
+        return patch_targets(batch["boxes"], batch["classes"], stream.grid_size, stream.patch_embed.patch_size,
+                             self.cfg.unimodal.num_classes)
+
     def loss(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         x = batch["input"]
         noise = self._noise(batch, model)
-        out = model(x, batch["label"].to(x.device), None if noise is None else noise.to(x.device))
+        out = model(x, self._targets(batch, model).to(x.device), None if noise is None else noise.to(x.device))
         return out.loss, {}
 
     @torch.no_grad()
     def evaluation(self, model: nn.Module, loader: Any) -> EvaluationReport:
-        """Supervised: top-1 of the head; mae: the masked reconstruction loss (mean over items)."""
+        """Supervised: top-1 of the head (``pool: patch``: the share of digit tokens whose class is right,
+        ``patch_top1``, and with one digit a canvas also the input-level top-1); mae: the masked
+        reconstruction loss (mean over items)."""
         from avfusion.metrics import Accumulator, summarize_single_label
 
         model = unwrap(model)
@@ -176,8 +202,16 @@ class UnimodalTask(ReportedEvaluation, Task):
         for batch in loader:
             x = batch["input"].to(device)
             if u.objective == "supervised":
-                logits = model(x).logits.float().cpu().numpy()
-                acc.extend(batch["index"].tolist(), [(row, int(y)) for row, y in zip(logits, batch["label"])])
+                out = model(x)
+                logits = out.logits.float().cpu().numpy()
+                if u.pool == "patch":  # per item: (digit tokens right, digit tokens)
+                    target = self._targets(batch, model)
+                    right = (out.token_logits.argmax(-1).cpu() == target) & (target < u.num_classes)
+                    counts = zip(right.sum(1).tolist(), (target < u.num_classes).sum(1).tolist())
+                else:
+                    counts = [None] * len(logits)
+                acc.extend(batch["index"].tolist(),
+                           [(row, int(y), c) for row, y, c in zip(logits, batch["label"], counts)])
             else:
                 # one masking per item (epoch 0 of the evaluation set): per-item losses
                 noise = self._noise({**batch, "epoch": 0}, model).to(device)
@@ -189,9 +223,14 @@ class UnimodalTask(ReportedEvaluation, Task):
         report = EvaluationReport("unimodal", dataset=self.cfg.data.name, split=self.cfg.data.eval_split,
                                   modality=u.modality, objective=u.objective)
         if u.objective == "supervised":
-            summary = summarize_single_label(np.stack([v[0] for v in items.values()]),
-                                             np.array([v[1] for v in items.values()]))
-            report.add(u.modality, "top1", summary["protocol"], summary["top1"], summary["N"])
+            if u.pool == "patch":
+                right, total = (sum(v[2][j] for v in items.values()) for j in (0, 1))
+                report.add(u.modality, "patch_top1", "digit tokens (patch centre in a digit's box)",
+                           right / max(total, 1), total)
+            if u.max_digits == 1:
+                summary = summarize_single_label(np.stack([v[0] for v in items.values()]),
+                                                 np.array([v[1] for v in items.values()]))
+                report.add(u.modality, "top1", summary["protocol"], summary["top1"], summary["N"])
         else:
             report.add(u.modality, "mae_loss", "masked_mse" + ("/norm_pix" if u.norm_pix_loss else ""),
                        float(np.mean(list(items.values()))), len(items))
@@ -205,6 +244,23 @@ class UnimodalTask(ReportedEvaluation, Task):
         state = {k: v.detach().contiguous().cpu() for k, v in unwrap(model).stream.state_dict().items()}
         atomic_torch_save({"model": state}, directory / STREAM_FILE)
         log.info("%s stream written to %s", self.cfg.unimodal.modality if self.cfg else "", directory / STREAM_FILE)
+
+
+def patch_targets(boxes: torch.Tensor, classes: torch.Tensor, grid: tuple[int, int], patch_size: int,
+                  background: int) -> torch.Tensor:
+    """(B, K, 4) pixel boxes (x0, y0, x1, y1, exclusive ends) and (B, K) classes (-1: no digit) ->
+    (B, rows * cols) the class of the box that holds each patch's centre, else ``background``."""
+    rows, cols = grid
+    centre = torch.arange(max(rows, cols)) * patch_size + patch_size // 2
+    cy = centre[:rows, None].expand(rows, cols).flatten()
+    cx = centre[None, :cols].expand(rows, cols).flatten()
+    b = boxes.float()
+    inside = ((b[..., 0, None] <= cx) & (cx < b[..., 2, None]) & (b[..., 1, None] <= cy) & (cy < b[..., 3, None])
+              & (classes[..., None] >= 0))  # (B, K, N)
+    out = torch.full((boxes.shape[0], rows * cols), background, dtype=torch.long)
+    for k in range(boxes.shape[1]):
+        out = torch.where(inside[:, k], classes[:, k, None].long(), out)
+    return out
 
 
 TASK_CLASS = UnimodalTask

@@ -104,9 +104,18 @@ class AVDigitsMixtures(AVDigits):
 
 
 class AVDigitsGlyphs(AVDigits):
-    """The unimodal image pool: one handwritten digit per canvas, no sound (:func:`render_glyph`)."""
+    """The unimodal image pool: handwritten digits on canvases, no sound (:func:`render_glyph`; one digit
+    per canvas, or 1..``max_digits``)."""
 
-    _render = staticmethod(render_glyph)
+    def __init__(self, split: str = "train", size: int | None = None, seed: int = 0,
+                 image_size: int = DEFAULT_IMAGE_SIZE, cache: bool = True,
+                 transform: Callable[[dict[str, Any]], Any] | None = None, layout: str = DEFAULT_LAYOUT,
+                 start: int = 0, max_digits: int = 1):
+        self.max_digits = int(max_digits)
+        super().__init__(split, size, seed, image_size, cache, transform, layout, start)
+
+    def _render_item(self, i: int) -> dict[str, Any]:
+        return render_glyph(self.split, self.start + i, self.seed, self.image_size, self.layout, self.max_digits)
 
 
 class AVDigitsSounds(AVDigits):

@@ -116,15 +116,19 @@ def render_scene(split: str, index: int, seed: int = 0, image_size: int = DEFAUL
 
 
 def render_glyph(split: str, index: int, seed: int = 0, image_size: int = DEFAULT_IMAGE_SIZE,
-                 layout: str = DEFAULT_LAYOUT) -> dict[str, Any]:
-    """Image ``index`` of the unimodal image pool of ``split``: one handwritten digit on a canvas, no sound.
+                 layout: str = DEFAULT_LAYOUT, max_digits: int = 1) -> dict[str, Any]:
+    """Image ``index`` of the unimodal image pool of ``split``: handwritten digits on a canvas, no sound.
 
-    Keys as :func:`render_scene` without the audio ones (num_digits 1); its own random stream, so the
-    pool is independent of the audio-visual scenes.
+    One digit (``max_digits`` 1, the default), or 1..``max_digits`` distinct digits drawn uniformly.
+    Keys as :func:`render_scene` without the audio ones; ``label`` is one of the digits. Its own random
+    stream, so the pool is independent of the audio-visual scenes.
     """
     size = _check_size(image_size)
+    if not 1 <= int(max_digits) <= MAX_DIGITS:
+        raise DataError(f"max_digits must be in 1..{MAX_DIGITS}, got {max_digits}")
     rng = np.random.default_rng(_rng_seed(split, index, seed, _GLYPH_STREAM))
-    return _compose(rng, split, size, canvas.check_layout(layout), num_digits=1, with_sound=False)
+    k = 1 if int(max_digits) == 1 else int(rng.integers(1, int(max_digits) + 1))
+    return _compose(rng, split, size, canvas.check_layout(layout), num_digits=k, with_sound=False)
 
 
 def render_sound(split: str, index: int, seed: int = 0) -> dict[str, Any]:
