@@ -308,6 +308,28 @@ def test_write_video_keeps_timing_orientation_and_audio(media, tmp_path):
     assert (odd.width, odd.height) == (98, 72) and odd.sample_rate == 16000 and odd.channels == 1
 
 
+def test_overlay_video_draws_what_the_decoder_shows(tmp_path):
+    """The overlay video's frames and times are the decoder's (avfusion.video): a rotated, variable-rate
+    video that starts after its sound hands `draw` exactly the frame read_frames shows at each time, on
+    the same timeline, and the output keeps those times."""
+    from avfusion.inference.render import write_video
+    from avfusion.video import probe, read_frames
+
+    src = write_clip(tmp_path / "late.mp4", 1.2, size=(64, 48), rotation=90, vfr=True, video_offset=0.3)
+    seen = []
+    write_video(src, tmp_path / "out.mp4", lambda f, t: seen.append((f.copy(), t)) or f, audio=None)
+    times = [t for _, t in seen]
+    assert times[0] == pytest.approx(0.3) and times == sorted(set(times))
+    steps = np.round(np.diff(times) * float(NTSC), 2)
+    assert set(steps) == {1.0, 2.0}                                    # the variable frame rate, kept
+    info = probe(src)
+    assert seen[0][0].shape == (info.height, info.width, 3) == (64, 48, 3)   # rotated as displayed
+    shown = read_frames(src, times)
+    assert all(np.array_equal(frame, expected) for (frame, _), expected in zip(seen, shown))
+    with av.open(str(tmp_path / "out.mp4")) as out:
+        assert [round(f.time, 4) for f in out.decode(video=0)] == [round(t, 4) for t in times]
+
+
 def test_avdigits_demo_video(tmp_path):
     from avfusion.data.avdigits import render_scene
     from avfusion.inference.demo import write_avdigits_mixture_video, write_avdigits_video

@@ -81,8 +81,7 @@ def test_layer_ids_follow_the_official_assignment():
 
 def test_mixup_lambda_is_a_function_of_seed_epoch_and_index():
     cfg = load_config(ClassifyRecipe, FINETUNE, ["classify.mixup=1.0", "classify.mixup_prob=0.5"])
-    task = ClassifyTask()
-    task.cfg = cfg
+    task = ClassifyTask(cfg)
     batch = {"epoch": torch.tensor([0, 0, 0]), "index": torch.tensor([5, 6, 7])}
     lam = task._mixup_lambda(batch)
     again = task._mixup_lambda({"epoch": torch.tensor([0]), "index": torch.tensor([6])})
@@ -97,9 +96,9 @@ def test_modality_dropout_silences_samples_and_trains_only_the_image_head_on_the
 
     from avfusion.errors import ConfigError
 
-    cfg = load_config(ClassifyRecipe, FINETUNE, ["classify.modality_dropout=0.5", "classify.label_smoothing=0"])
-    task = ClassifyTask()
-    task.cfg, task._num_classes, task._frequency = cfg, 3, None
+    cfg = load_config(ClassifyRecipe, FINETUNE, ["classify.modality_dropout=0.5", "classify.label_smoothing=0",
+                                                 "model.num_classes=3"])
+    task = ClassifyTask(cfg)
     torch.manual_seed(0)
     logits = {h: torch.randn(8, 3) for h in ("image", "audio", "fusion")}
     seen = {}
@@ -199,7 +198,7 @@ def test_pretrained_encoder_of_another_architecture_is_refused(linprobe_run, tmp
     _, encoder_dir = linprobe_run
     cfg = load_config(ClassifyRecipe, LINPROBE, ["model.num_heads=2", f"model.pretrained={encoder_dir}"])
     with pytest.raises(CheckpointError, match="num_heads"):
-        ClassifyTask().build_model(cfg)
+        ClassifyTask(cfg).build_model()
     assert main(["train", "classify", LINPROBE, *FAST, "model.num_heads=2", f"model.pretrained={encoder_dir}",
                  "--output", str(tmp_path / "bad")]) == 1
 
@@ -228,7 +227,7 @@ def test_encoder_init_from_an_official_pretraining_checkpoint(tmp_path):
                       decoder_num_heads=4)
     avfusion.export_official(mae, tmp_path / "checkpoint_latest.pth", epoch=1)
     cfg = load_config(ClassifyRecipe, LINPROBE, [f"model.pretrained={tmp_path / 'checkpoint_latest.pth'}"])
-    model = ClassifyTask().build_model(cfg)
+    model = ClassifyTask(cfg).build_model()
     assert all(torch.equal(v, mae.encoder.state_dict()[k]) for k, v in model.encoder.state_dict().items())
 
 

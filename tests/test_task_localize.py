@@ -197,19 +197,19 @@ def test_train_and_evaluate_on_avdigits_through_the_commands(tmp_path, capsys):
 
 def test_attention_readout_evaluates_a_random_encoder_and_refuses_training(tmp_path):
     cfg = load_config(LocalizeRecipe, RECIPE, [*FAST, "localize.readout=attention"])
-    task = LocalizeTask()
-    model = task.build_model(cfg).eval()
+    task = LocalizeTask(cfg)
+    model = task.build_model().eval()
     assert isinstance(model, EarlyFusionEncoder)
-    report = task.evaluation(model, DataLoader(task.eval_dataset(cfg), batch_size=4))
+    report = task.evaluate(model, DataLoader(task.eval_dataset(), batch_size=4))
     row = report.rows[0]
     assert (row.subject, row.protocol, row.n) == ("attention", "ciou/box/fixed@0.5", 8)
     with pytest.raises(ConfigError, match="training-free"):
-        task.train_dataset(cfg)
+        task.train_dataset()
     model.save_pretrained(tmp_path / "enc")
-    assert isinstance(task.model_for_evaluation(cfg, str(tmp_path / "enc")), EarlyFusionEncoder)
+    assert isinstance(task.model_for_evaluation(str(tmp_path / "enc")), EarlyFusionEncoder)
     contrastive = load_config(LocalizeRecipe, RECIPE, FAST)
     with pytest.raises(CheckpointError, match="no contrastive"):
-        LocalizeTask().model_for_evaluation(contrastive, str(tmp_path / "enc"))
+        LocalizeTask(contrastive).model_for_evaluation(str(tmp_path / "enc"))
 
 
 def _flickr(root: Path) -> Path:
@@ -232,15 +232,15 @@ def test_flickr_test_set_consensus_ground_truth_and_evaluation(tmp_path):
     over = [*FAST, "localize.readout=attention", "localize.eval_dataset=flickr", f"localize.eval_root={root}",
             "localize.gt_size=32", "localize.binarize=[median]"]
     cfg = load_config(LocalizeRecipe, RECIPE, over)
-    task = LocalizeTask()
-    data = task.eval_dataset(cfg)
+    task = LocalizeTask(cfg)
+    data = task.eval_dataset()
     item = data[0]
     size = cfg.data.image_size
     assert item["image"].shape == (3, size, size) and item["audio"].shape == (1, 64, 64)
     gt = item["gt"]  # boxes scaled 32/256: [0, 16) one annotator (0.5), [8, 16) both (1.0)
     assert gt[0, 0] == 0.5 and gt[12, 12] == 1.0 and gt[20, 20] == 0.0
     assert gt.sum() == pytest.approx(0.5 * (16 * 16 - 8 * 8) + 8 * 8)
-    report = task.evaluation(task.build_model(cfg).eval(), DataLoader(data, batch_size=1))
+    report = task.evaluate(task.build_model().eval(), DataLoader(data, batch_size=1))
     row = report.get("attention", "AP50")
     assert (row.protocol, row.n) == ("ciou/consensus/median", 1)
     assert {r.subject for r in report.rows} == {"attention", "center", "full"}
@@ -297,7 +297,7 @@ def test_the_encoder_of_a_fine_tuned_classifier_initialises_the_localiser(tmp_pa
     save_pretrained(classifier, tmp_path / "cls")
     recipe = load_config(LocalizeRecipe, RECIPE, ["data.image_size=64", f"model.pretrained={tmp_path / 'cls'}",
                                                   "model.neutral_partner=true", "model.freeze_encoder=false"])
-    model = LocalizeTask().build_model(recipe)
+    model = LocalizeTask(recipe).build_model()
     want = classifier.encoder.state_dict()
     for key, value in model.encoder.state_dict().items():
         if not key.endswith("pos_embed"):
@@ -320,4 +320,4 @@ def test_evaluation_is_strict_even_when_training_skips_bad_clips(tmp_path):
             "localize.gt_size=32", "localize.binarize=[median]", "data.on_error=skip"]
     cfg = load_config(LocalizeRecipe, RECIPE, over)
     with pytest.raises(DecodeError, match="clip1.wav"):
-        LocalizeTask().eval_dataset(cfg)[0]
+        LocalizeTask(cfg).eval_dataset()[0]

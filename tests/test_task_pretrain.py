@@ -106,14 +106,14 @@ def test_masking_noise_is_per_sample():
 def test_stream_init_from_mae_files_and_the_lr_ramp(tmp_path):
     shapes = [o for o in SMALL if o.startswith(("model.", "data."))]
     cfg = load_config(PretrainRecipe, TINY, shapes)
-    donor = PretrainTask().build_model(cfg).encoder.image
+    donor = PretrainTask(cfg).build_model().encoder.image
     mae = {"model": {"cls_token": torch.zeros(1, 1, 32), "pos_embed": torch.zeros(1, 5, 32),
                      "decoder_embed.weight": torch.zeros(2, 2),
                      **{k: v + 1.0 for k, v in donor.state_dict().items() if k != "pos_embed"}}}
     torch.save(mae, tmp_path / "mae.pth")
     cfg.model.image_init = str(tmp_path / "mae.pth")
-    task = PretrainTask()
-    model = task.build_model(cfg)
+    task = PretrainTask(cfg)
+    model = task.build_model()
     for key, value in model.encoder.image.state_dict().items():
         if key != "pos_embed":
             assert torch.equal(value, mae["model"][key]), key
@@ -121,8 +121,8 @@ def test_stream_init_from_mae_files_and_the_lr_ramp(tmp_path):
     assert hints.pretrained("encoder.image.blocks.0.attn.qkv.weight")
     assert not hints.pretrained("encoder.audio.blocks.0.attn.qkv.weight")
     assert not hints.pretrained("encoder.fusion_tokens")
-    plain = PretrainTask()
-    assert plain.param_hints(plain.build_model(load_config(PretrainRecipe, TINY, shapes))).pretrained is None
+    plain = PretrainTask(load_config(PretrainRecipe, TINY, shapes))
+    assert plain.param_hints(plain.build_model()).pretrained is None
 
 
 @pytest.mark.parametrize("name, accum, attn, mlp", [("vggsound_vitb", 1, 0.25, 1.0), ("audioset2m_vitb", 4, 1.0, 4.0)])

@@ -93,10 +93,10 @@ def test_an_official_segmentation_file_evaluates_as_its_directory(tmp_path):
 
 def test_avdigits_baselines_by_hand():
     cfg = load_config(SegmentRecipe, RECIPE, FAST)
-    task = SegmentTask()
-    data = task.eval_dataset(cfg)
-    model = task.build_model(cfg).eval()
-    report = task.evaluation(model, DataLoader(data, batch_size=4))
+    task = SegmentTask(cfg)
+    data = task.eval_dataset()
+    model = task.build_model().eval()
+    report = task.evaluate(model, DataLoader(data, batch_size=4))
     items = [data[i] for i in range(len(data))]
     npix = cfg.data.image_size ** 2
     fg_iou = np.mean([it["mask"].sum().item() / npix for it in items])
@@ -142,22 +142,22 @@ def test_avsbench_training_frames_and_evaluation_clips(tmp_path, name, classes):
     over = [f"data.name={name}", f"data.root={root}", "data.size=null", "data.eval_size=null",
             "data.image_size=32", "train.batch_size=2", "model.num_classes=null"]
     cfg = load_config(SegmentRecipe, RECIPE, over)
-    task = SegmentTask()
-    assert task.num_classes(cfg) == classes
-    train = task.train_dataset(cfg)
+    task = SegmentTask(cfg)
+    assert task.num_classes == classes
+    train = task.train_dataset()
     sample = train[0]
     assert sample["frame"] == 0  # S4 training clips: only the first frame is annotated
     assert sample["image"].shape == (3, 32, 32) and sample["audio"].shape == (1, 64, 64)
     assert sample["target"].dtype == (torch.float32 if classes == 1 else torch.int64)
-    clip = task.eval_dataset(cfg)[0]
+    clip = task.eval_dataset()[0]
     assert clip["frames"] == [0, 1, 2, 3, 4] and clip["image"].shape == (5, 3, 32, 32)
     # the mask is resized with the frame (16 -> 32): frame 0's box [4:12, 2:10] becomes [8:24, 4:20]
     expected = torch.zeros(32, 32)
     expected[8:24, 4:20] = 1 if classes == 1 else 2
     assert torch.equal(clip["target"][0].float(), expected)
-    model = task.build_model(cfg).eval()
-    loader = DataLoader(task.eval_dataset(cfg), batch_size=2, collate_fn=task.collate)
-    report = task.evaluation(model, loader)
+    model = task.build_model().eval()
+    loader = DataLoader(task.eval_dataset(), batch_size=2, collate_fn=task.collate)
+    report = task.evaluate(model, loader)
     protocols = {r.protocol for r in report.rows}
     assert {"avsbench", "official"} <= protocols
     assert ("semantic/unseen=skip" in protocols) == (classes > 1)
@@ -178,7 +178,7 @@ def test_two_process_evaluation_equals_one_process(tmp_path):
 
     cfg = load_config(SegmentRecipe, RECIPE, FAST)
     torch.manual_seed(0)
-    SegmentTask().build_model(cfg).save_pretrained(tmp_path / "seg")
+    SegmentTask(cfg).build_model().save_pretrained(tmp_path / "seg")
     common = ["evaluate", "segment", RECIPE, "data.eval_size=13", "train.batch_size=4",
               "--checkpoint", str(tmp_path / "seg")]
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR",

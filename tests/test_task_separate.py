@@ -68,8 +68,8 @@ class OracleSeparator(nn.Module):
 
 
 def test_oracle_masks_separate_and_the_mixture_baseline_has_no_improvement(recipe):
-    task = SeparateTask()
-    dataset = task.eval_dataset(recipe)
+    task = SeparateTask(recipe)
+    dataset = task.eval_dataset()
     targets = {i * 2 + k: dataset[i]["source_audio"][k] for i in range(len(dataset)) for k in range(2)}
 
     class Keyed(torch.utils.data.Dataset):
@@ -81,7 +81,7 @@ def test_oracle_masks_separate_and_the_mixture_baseline_has_no_improvement(recip
             s["image"] = torch.tensor([i * 2.0, i * 2.0 + 1]).reshape(2, 1, 1, 1).expand(2, 3, 4, 4).clone()
             return s
 
-    report = task.evaluation(OracleSeparator(targets), DataLoader(Keyed(), batch_size=4, collate_fn=task.collate))
+    report = task.evaluate(OracleSeparator(targets), DataLoader(Keyed(), batch_size=4, collate_fn=task.collate))
     model, mixture = report.get("model", "SDRi"), report.get("mixture", "SDRi")
     assert model.protocol == "bss_eval_sources_v3" and model.n == 6 and model.skipped == {}
     assert model.value > 5.0  # an ideal binary mask separates two voices well
@@ -119,8 +119,8 @@ def test_audio_only_baseline_feeds_zeros_and_labels_its_rows(recipe, tmp_path):
 
     cfg = load_config(SeparateRecipe, RECIPE, ["data.eval_size=2", "separate.condition=zeros",
                                                 "separate.baselines=[]"])
-    task = SeparateTask()
-    report = task.evaluation(Spy(), DataLoader(task.eval_dataset(cfg), batch_size=2, collate_fn=task.collate))
+    task = SeparateTask(cfg)
+    report = task.evaluate(Spy(), DataLoader(task.eval_dataset(), batch_size=2, collate_fn=task.collate))
     assert seen == [0.0]
     assert {r.subject for r in report.rows} == {"audio-only"}
 

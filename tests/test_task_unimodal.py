@@ -88,7 +88,7 @@ def test_pools_are_fresh_every_epoch_and_fixed_for_evaluation():
 def test_unimodal_needs_the_avdigits_pools():
     cfg = load_config(UnimodalRecipe, IMAGE, ["data.name=vggsound", "data.size=null", "data.eval_size=null"])
     with pytest.raises(ConfigError, match="image_init"):
-        UnimodalTask().train_dataset(cfg)
+        UnimodalTask(cfg).train_dataset()
     with pytest.raises(ConfigError, match="modality"):
         load_config(UnimodalRecipe, IMAGE, ["unimodal.modality=video"])
 
@@ -99,15 +99,15 @@ def test_unimodal_needs_the_avdigits_pools():
 def test_every_task_puts_its_initialised_streams_on_the_lr_ramp(tmp_path, task, recipe):
     """model.image_init marks the image stream as pretrained (train.stream_ramp_epochs), in every task;
     localisation and segmentation used to leave it unmarked, so the ramp silently did nothing there."""
-    from avfusion.tasks.registry import get_recipe, get_task
+    from avfusion.tasks.registry import build_task, get_recipe
 
     cfg = load_config(UnimodalRecipe, IMAGE)
     stream = EarlyFusionEncoder(encoder_config_for(cfg.model, cfg.data)).image
     torch.save({"model": stream.state_dict()}, tmp_path / STREAM_FILE)
     recipe_cfg = load_config(get_recipe(task), str(ROOT / "configs" / "avdigits" / recipe),
                              [f"model.image_init={tmp_path / STREAM_FILE}"])
-    t = get_task(task)()
-    hints = t.param_hints(t.build_model(recipe_cfg))
+    t = build_task(task, recipe_cfg)
+    hints = t.param_hints(t.build_model())
     assert hints.pretrained is not None
     assert hints.pretrained("encoder.image.blocks.0.attn.qkv.weight")
     assert not hints.pretrained("encoder.audio.blocks.0.attn.qkv.weight")

@@ -62,10 +62,10 @@ def main() -> None:
     else:
         p.error("give --pretrained, or --image-init and --audio-init")
     cfg = load_config(get_recipe("localize"), RECIPE, overrides)
-    task = LocalizeTask()
-    encoder = task.build_model(cfg).encoder.eval()
-    train_image, train_audio, _ = features(encoder, task.train_dataset(cfg), args.scenes)
-    test_image, test_audio, test_items = features(encoder, task.eval_dataset(cfg), 500)
+    task = LocalizeTask(cfg)
+    encoder = task.build_model().encoder.eval()
+    train_image, train_audio, _ = features(encoder, task.train_dataset(), args.scenes)
+    test_image, test_audio, test_items = features(encoder, task.eval_dataset(), 500)
     d, grid = train_image.shape[-1], encoder.image.grid_size
     patch_head, query_head = projection(d, 256, 64), projection(d, 256, 64)
     opt = torch.optim.AdamW([*patch_head.parameters(), *query_head.parameters()], lr=args.lr, weight_decay=0.0)

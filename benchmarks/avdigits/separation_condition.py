@@ -90,7 +90,7 @@ def main() -> None:
     torch.manual_seed(0)
     cfg = load_config(get_recipe("separate"), RECIPE, [f"model.image_init={args.image_init}",
                                                        f"model.audio_init={args.audio_init}"])
-    model = SeparateTask().build_model(cfg)
+    model = SeparateTask(cfg).build_model()
     head = Conditioned(model.avss_decoder, args.condition == "oracle", args.film)
     model.avss_decoder = head  # its parameters (the official decoder's among them) train with the model
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)

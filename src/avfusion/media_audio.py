@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import math
 from fractions import Fraction
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -14,7 +15,7 @@ from .media_container import container_start, declared_end, file_duration, open_
 
 log = logging.getLogger(__name__)
 
-__all__ = ["read_audio", "frame_to_mono"]
+__all__ = ["read_audio", "frame_to_mono", "audio_frames"]
 
 # Windows starting within this many seconds are decoded from the stream start without seeking:
 # exact for every format (seeking in MP3 without an index lands on estimated timestamps, off by
@@ -39,6 +40,25 @@ def frame_to_mono(frame) -> np.ndarray:
     return arr.mean(axis=0).astype(np.float32)
 
 
+def audio_frames(container, path) -> Iterator[tuple[Any, int]]:
+    """The first audio stream's frames, decoded from where the demuxer stands, each with the index of its
+    first sample on the file timeline at the stream's own rate: from its timestamp, else right after the
+    previous frame (DecodeError when the first frame has none)."""
+    stream = container.streams.audio[0]
+    rate = stream.codec_context.sample_rate or stream.rate
+    origin = container_start(container)
+    following = None
+    for frame in container.decode(stream):
+        if frame.pts is not None:
+            start = round(Fraction(frame.pts) * stream.time_base * rate - origin * rate)
+        elif following is not None:
+            start = following
+        else:
+            raise DecodeError(path, "audio frame carries no timestamp")
+        following = start + frame.samples
+        yield frame, start
+
+
 def _decode_window(container, path, first: float, last: float) -> tuple[np.ndarray, int, int, bool]:
     """Native-rate mono samples covering [first, last) seconds.
 
@@ -58,13 +78,7 @@ def _decode_window(container, path, first: float, last: float) -> tuple[np.ndarr
             container.seek(seek_to, stream=stream, backward=True)
         cursor = None
         reached_end = True
-        for frame in container.decode(stream):
-            if frame.pts is not None:
-                start = round(Fraction(frame.pts) * stream.time_base * rate - origin * rate)
-            elif cursor is not None:
-                start = cursor
-            else:
-                raise DecodeError(path, "audio frame carries no timestamp")
+        for frame, start in audio_frames(container, path):
             if cursor is None and start > lo and seek_to is not None and seek_to > stream_start:
                 break                                                    # seek overshot: retry
             samples = frame_to_mono(frame)

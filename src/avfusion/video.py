@@ -12,19 +12,20 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
 from .errors import DecodeError
 from .media_audio import read_audio
-from .media_container import (MediaInfo, container_start, declared_end, open_input, pts_to_seconds,
-                              read_info, seconds_to_pts, video_streams)
+from .media_container import (MediaInfo, container_start, declared_end, frame_rotation, open_input,
+                              pts_to_seconds, read_info, seconds_to_pts, video_streams)
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MediaInfo", "probe", "read_frame", "read_frames", "read_audio", "FrameCursor", "frame_at", "to_rgb"]
+__all__ = ["MediaInfo", "probe", "read_frame", "read_frames", "read_audio", "FrameCursor", "frame_at", "to_rgb",
+           "every_frame"]
 
 _MODES = ("exact", "keyframe")
 _END_SLACK_FRAMES = 2     # a decode that stops this many frame periods before t means a truncated file
@@ -118,6 +119,18 @@ class FrameCursor:
             return False
         idx = entries.search_timestamp(target_pts, backward=True)
         return idx >= 0 and entries[idx].timestamp > self.pts(here)
+
+
+def every_frame(container, path) -> Iterator[tuple[np.ndarray, float]]:
+    """Every frame of the first video stream of an open container (cover art left out), from its start, as
+    decoded: (H, W, 3) uint8 RGB as displayed (the frame's display-matrix rotation applied) and its
+    presentation time in seconds on the file timeline, read from the frame's own timestamp, so a variable
+    frame rate is kept (a frame without one is placed k nominal frame periods after 0). The frame shown at
+    such a time by :func:`frame_at` is this one."""
+    cursor = FrameCursor(container, path)
+    for k, frame in enumerate(container.decode(cursor.stream)):
+        t = pts_to_seconds(frame.pts, cursor.stream, cursor.origin) if frame.pts is not None else k * cursor.period
+        yield to_rgb(frame, frame_rotation(frame)), t
 
 
 def _check_time(info: MediaInfo, path, t: float) -> None:

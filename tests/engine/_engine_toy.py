@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
-from avfusion.engine import ParamHints, Task, TrainConfig, apply_overrides, build, run_training
+from avfusion.engine import Metrics, ParamHints, Task, TrainConfig, apply_overrides, build, run_training
 from avfusion.errors import DecodeError
 
 
@@ -69,24 +69,26 @@ class ToySet(Dataset):
 class ToyTask(Task):
     """Counts loss calls; can return NaN on given calls or SIGKILL itself at one."""
 
-    def __init__(self, nan_calls=(), kill_at_call: int | None = None, with_eval: bool = False,
+    def __init__(self, cfg: ToyConfig, nan_calls=(), kill_at_call: int | None = None, with_eval: bool = False,
                  broken=(), on_error: str = "raise", max_error_fraction: float = 0.01):
+        super().__init__(cfg)
         self.calls, self.nan_calls, self.kill_at_call = 0, set(nan_calls), kill_at_call
         self.with_eval, self.evaluated = with_eval, 0
         self.broken, self.errors = tuple(broken), (on_error, max_error_fraction)
         self.batch_sizes: list[int] = []
 
-    def build_model(self, cfg: ToyConfig) -> nn.Module:
-        return ToyNet(cfg.toy.dim, cfg.toy.hidden, cfg.toy.dropout)
+    def build_model(self) -> nn.Module:
+        toy = self.cfg.toy
+        return ToyNet(toy.dim, toy.hidden, toy.dropout)
 
-    def train_dataset(self, cfg: ToyConfig) -> Dataset:
-        return ToySet(cfg.toy.samples, cfg.toy.dim, broken=self.broken)
+    def train_dataset(self) -> Dataset:
+        return ToySet(self.cfg.toy.samples, self.cfg.toy.dim, broken=self.broken)
 
-    def data_errors(self, cfg: ToyConfig) -> tuple[str, float]:
+    def data_errors(self) -> tuple[str, float]:
         return self.errors
 
-    def eval_dataset(self, cfg: ToyConfig):
-        return ToySet(20, cfg.toy.dim, seed=99) if self.with_eval else None
+    def eval_dataset(self):
+        return ToySet(20, self.cfg.toy.dim, seed=99) if self.with_eval else None
 
     def loss(self, model, batch):
         self.calls += 1
@@ -99,13 +101,13 @@ class ToyTask(Task):
             loss = loss * float("nan")
         return loss, {"mse": loss.detach()}
 
-    def evaluate(self, model, loader) -> dict[str, float]:
+    def evaluate(self, model, loader) -> Metrics:
         self.evaluated += 1
         total, count = 0.0, 0
         for x, y in loader:
             total += F.mse_loss(model(x), y, reduction="sum").item()
             count += len(y)
-        return {"mse": total / count}
+        return Metrics({"mse": total / count})
 
     def param_hints(self, model) -> ParamHints:
         layers = {"stem": 0, "norm": 1, "head": 2}
@@ -130,7 +132,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     logging.basicConfig(level=logging.INFO)
     cfg = toy_config(args.overrides)
-    run_training(ToyTask(kill_at_call=args.kill_at_call), cfg, args.output, resume=args.resume)
+    run_training(ToyTask(cfg, kill_at_call=args.kill_at_call), args.output, resume=args.resume)
     return 0
 
 

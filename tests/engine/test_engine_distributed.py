@@ -37,12 +37,12 @@ def test_two_processes_equal_one_with_double_batch(tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        one = run_training(ToyTask(), toy_config(["train.batch_size=8", *COMMON]), tmp_path / "one", resume=None)
+        one = run_training(ToyTask(toy_config(["train.batch_size=8", *COMMON])), tmp_path / "one", resume=None)
     finally:
         torch.set_num_threads(threads)
     assert one.step == 3
     ours, ref = load_file(tmp_path / "two" / "final" / "model.safetensors"), one.model.state_dict()
-    initial = ToyTask().build_model(toy_config()).state_dict()  # same seed: same start
+    initial = ToyTask(toy_config()).build_model().state_dict()  # same seed: same start
     for key, value in ref.items():
         assert not torch.equal(value, initial[key]) or key.endswith("bias")  # training moved the weights
         err = (ours[key].double() - value.double()).abs().max() / value.double().abs().max()

@@ -34,7 +34,7 @@ def one_thread():
 def reference(tmp_path_factory):
     """The uninterrupted run: 2 epochs x 4 steps (batch 8, accum 2), dropout, shuffling."""
     out = tmp_path_factory.mktemp("reference")
-    result = run_training(ToyTask(), toy_config(), out, resume=None)
+    result = run_training(ToyTask(toy_config()), out, resume=None)
     return result, {k: v.clone() for k, v in result.model.state_dict().items()}
 
 
@@ -65,7 +65,7 @@ def test_sigkilled_run_resumes_bitwise(reference, tmp_path):
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert not (tmp_path / "final").exists()
     assert [s for s, _ in ckpt.list_checkpoints(tmp_path / "checkpoints")] == [3, 6]
-    result = run_training(ToyTask(), toy_config(), tmp_path, resume="auto")
+    result = run_training(ToyTask(toy_config()), tmp_path, resume="auto")
     assert result.resumed_from == ckpt.checkpoint_path(tmp_path / "checkpoints", 6)
     assert_bitwise(result.model.state_dict(), reference[1])
     steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -73,23 +73,23 @@ def test_sigkilled_run_resumes_bitwise(reference, tmp_path):
 
 
 def test_max_steps_stop_then_resume_bitwise(reference, tmp_path):
-    first = run_training(ToyTask(), toy_config(["train.max_steps=5"]), tmp_path, resume=None)
+    first = run_training(ToyTask(toy_config(["train.max_steps=5"])), tmp_path, resume=None)
     assert first.step == 5 and first.last_checkpoint == ckpt.checkpoint_path(tmp_path / "checkpoints", 5)
-    result = run_training(ToyTask(), toy_config(), tmp_path, resume="auto")
+    result = run_training(ToyTask(toy_config()), tmp_path, resume="auto")
     assert_bitwise(result.model.state_dict(), reference[1])
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate"])
 def test_damaged_latest_checkpoint_uses_previous(reference, tmp_path, caplog, damage):
     cfg = toy_config(["train.checkpoint_every=2", "train.keep_last=3"])
-    run_training(ToyTask(), cfg, tmp_path, resume=None)
+    run_training(ToyTask(cfg), tmp_path, resume=None)
     latest = ckpt.checkpoint_path(tmp_path / "checkpoints", 8)
     data = bytearray(latest.read_bytes())
     if damage == "flip":
         data[len(data) // 2] ^= 0x55
     latest.write_bytes(bytes(data if damage == "flip" else data[:100]))
     with caplog.at_level(logging.WARNING):
-        result = run_training(ToyTask(), cfg, tmp_path, resume="auto")
+        result = run_training(ToyTask(cfg), tmp_path, resume="auto")
     assert result.resumed_from == ckpt.checkpoint_path(tmp_path / "checkpoints", 6)
     assert "step_00000008.pt" in caplog.text and "falling back" in caplog.text
     assert_bitwise(result.model.state_dict(), reference[1])  # steps 7-8 redone identically
@@ -97,22 +97,22 @@ def test_damaged_latest_checkpoint_uses_previous(reference, tmp_path, caplog, da
 
 
 def test_explicit_damaged_checkpoint_raises(tmp_path):
-    run_training(ToyTask(), toy_config(["train.max_steps=3"]), tmp_path, resume=None)
+    run_training(ToyTask(toy_config(["train.max_steps=3"])), tmp_path, resume=None)
     path = ckpt.checkpoint_path(tmp_path / "checkpoints", 3)
     path.write_bytes(path.read_bytes()[:-10])
     with pytest.raises(CheckpointError, match="damaged"):
-        run_training(ToyTask(), toy_config(), tmp_path, resume=path)
+        run_training(ToyTask(toy_config()), tmp_path, resume=path)
 
 
 def test_fresh_run_refuses_existing_checkpoints(tmp_path):
-    run_training(ToyTask(), toy_config(["train.max_steps=3"]), tmp_path, resume=None)
+    run_training(ToyTask(toy_config(["train.max_steps=3"])), tmp_path, resume=None)
     with pytest.raises(ConfigError, match="already holds checkpoints"):
-        run_training(ToyTask(), toy_config(), tmp_path, resume=None)
+        run_training(ToyTask(toy_config()), tmp_path, resume=None)
 
 
 def test_nonfinite_loss_raises_with_step(tmp_path):
     with pytest.raises(NonFiniteLossError) as info:  # loss call 5 = first micro-batch of step 3
-        run_training(ToyTask(nan_calls={5}), toy_config(), tmp_path, resume=None)
+        run_training(ToyTask(toy_config(), nan_calls={5}), tmp_path, resume=None)
     assert info.value.step == 3 and "step 3" in str(info.value)
     assert [s for s, _ in ckpt.list_checkpoints(tmp_path / "checkpoints")] == []
 
@@ -120,23 +120,23 @@ def test_nonfinite_loss_raises_with_step(tmp_path):
 def test_nonfinite_loss_skipped_up_to_limit(tmp_path, caplog):
     cfg = toy_config(["train.max_nonfinite_skips=2"])
     with caplog.at_level(logging.WARNING):
-        result = run_training(ToyTask(nan_calls={3, 10}), cfg, tmp_path / "a", resume=None)
+        result = run_training(ToyTask(cfg, nan_calls={3, 10}), tmp_path / "a", resume=None)
     assert result.step == 8 and result.nonfinite_skipped == 2 and "step 2" in caplog.text
     assert all(torch.isfinite(p).all() for p in result.model.parameters())
     with pytest.raises(NonFiniteLossError) as info:
-        run_training(ToyTask(nan_calls={3, 10, 16}), cfg, tmp_path / "b", resume=None)
+        run_training(ToyTask(cfg, nan_calls={3, 10, 16}), tmp_path / "b", resume=None)
     assert info.value.step == 8
 
 
 @pytest.mark.parametrize("workers", [0, 1])
 def test_failing_item_raises_naming_its_file(tmp_path, workers):
     with pytest.raises(DecodeError, match=r"clip5\.mp4.*truncated file"):
-        run_training(ToyTask(broken={5}), toy_config([f"train.num_workers={workers}"]), tmp_path, resume=None)
+        run_training(ToyTask(toy_config([f"train.num_workers={workers}"]), broken={5}), tmp_path, resume=None)
 
 
 def test_skipped_items_are_dropped_counted_and_listed(tmp_path):
-    task = ToyTask(broken={5, 40}, on_error="skip", max_error_fraction=0.05)
-    result = run_training(task, toy_config(), tmp_path, resume=None)
+    task = ToyTask(toy_config(), broken={5, 40}, on_error="skip", max_error_fraction=0.05)
+    result = run_training(task, tmp_path, resume=None)
     assert result.step == 8
     # each epoch sees both broken items once: two batches are one sample short, nothing is substituted
     assert sorted(task.batch_sizes) == [7] * 4 + [8] * 12
@@ -147,23 +147,23 @@ def test_skipped_items_are_dropped_counted_and_listed(tmp_path):
 
 
 def test_too_many_failing_items_stop_the_run(tmp_path):
-    task = ToyTask(broken={5, 40}, on_error="skip", max_error_fraction=0.02)  # 2 of 64 > 1.28
+    task = ToyTask(toy_config(), broken={5, 40}, on_error="skip", max_error_fraction=0.02)  # 2 of 64 > 1.28
     with pytest.raises(DataError, match=r"2 of 64 items failed in epoch 0.*data_errors\.jsonl"):
-        run_training(task, toy_config(), tmp_path, resume=None)
+        run_training(task, tmp_path, resume=None)
 
 
 def test_training_lowers_the_loss_bf16_and_evaluates(tmp_path):
     cfg = toy_config(["train.precision=bf16", "train.base_lr=2.0", "train.epochs=6", "train.warmup_epochs=0",
                       "train.stream_ramp_epochs=0", "train.eval_every=3", "toy.dropout=0.0",
                       "train.checkpoint_every=0", "train.log_every=4"])
-    task = ToyTask(with_eval=True)
-    result = run_training(task, cfg, tmp_path, resume=None)
+    task = ToyTask(cfg, with_eval=True)
+    result = run_training(task, tmp_path, resume=None)
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in records if "loss" in r]
     evals = [r for r in records if "eval/mse" in r]
     assert losses[-1] < 0.7 * losses[0]
     assert task.evaluated == 2 and [r["step"] for r in evals] == [12, 24]
-    assert result.eval_metrics["mse"] == evals[-1]["eval/mse"]
+    assert result.eval_metrics["mse"] == evals[-1]["eval/mse"] == result.eval_report.metrics()["mse"]
     assert [s for s, _ in ckpt.list_checkpoints(tmp_path / "checkpoints")] == [24]  # only at the end
 
 
@@ -171,12 +171,12 @@ def test_final_weights_through_save_pretrained(tmp_path):
     calls = []
 
     class Task(ToyTask):
-        def build_model(self, cfg):
-            model = super().build_model(cfg)
+        def build_model(self):
+            model = super().build_model()
             model.save_pretrained = lambda directory: calls.append(Path(directory))
             return model
 
-    run_training(Task(), toy_config(["train.max_steps=1"]), tmp_path, resume=None)
+    run_training(Task(toy_config(["train.max_steps=1"])), tmp_path, resume=None)
     assert calls == [tmp_path / "final"]
 
 
@@ -184,11 +184,11 @@ def test_fp16_needs_a_gpu(tmp_path):
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
     with pytest.raises(ConfigError, match="fp16"):
-        run_training(ToyTask(), toy_config(["train.precision=fp16"]), tmp_path, resume=None)
+        run_training(ToyTask(toy_config(["train.precision=fp16"])), tmp_path, resume=None)
 
 
 @pytest.mark.slow
 def test_compiled_model_trains(tmp_path):
     cfg = toy_config(["train.compile=true", "train.max_steps=2", "toy.dropout=0.0"])
-    result = run_training(ToyTask(), cfg, tmp_path, resume=None)
+    result = run_training(ToyTask(cfg), tmp_path, resume=None)
     assert result.step == 2 and result.last_loss is not None and torch.isfinite(torch.tensor(result.last_loss))

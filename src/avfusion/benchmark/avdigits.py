@@ -103,17 +103,18 @@ def run_stage(stage: Stage, configs: Path, root: Path, checkpoints: dict[str, Pa
     the stages it needs); move its final weights to ``root/checkpoints/<stage>``."""
     from avfusion.benchmark.stages import encoder_overrides
     from avfusion.engine import load_config, run_training, to_dict
-    from avfusion.tasks.registry import get_recipe, get_task
+    from avfusion.tasks.evaluation import EvaluationReport
+    from avfusion.tasks.registry import build_task, get_recipe
 
     overrides = [*stage.overrides, *encoder_overrides(stage, checkpoints)]
     overrides.append(f"train.progress={'true' if progress else 'false'}")
     cfg = load_config(get_recipe(stage.task), configs / stage.recipe, overrides)
     run_dir, checkpoint = root / "runs" / stage.key, root / "checkpoints" / stage.key
     start, cpu = time.perf_counter(), time.process_time()
-    task = get_task(stage.task)()
-    result = run_training(task, cfg, run_dir, resume=None)
+    result = run_training(build_task(stage.task, cfg), run_dir, resume=None)
     seconds = time.perf_counter() - start
-    report = getattr(task, "last_report", None)
+    # the tasks that evaluate with a report table (not the pretraining monitor's plain numbers)
+    report = result.eval_report if isinstance(result.eval_report, EvaluationReport) else None
     if report is not None:
         report.meta.update(step=result.step, stage=stage.key)
         report.write(run_dir)

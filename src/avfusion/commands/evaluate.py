@@ -44,14 +44,13 @@ def run(args: argparse.Namespace) -> int:
     from avfusion.engine import load_config, save_config
     from avfusion.engine.distributed import init_distributed, shutdown
     from avfusion.engine.loop import seed_everything
-    from avfusion.tasks.registry import get_recipe, get_task
+    from avfusion.tasks.registry import build_task, get_recipe
 
     cfg = load_config(get_recipe(args.task), args.recipe, args.overrides)
     env = init_distributed(cfg.train.device)
     try:
         seed_everything(cfg.train.seed)
-        task = get_task(args.task)()
-        report = evaluate(task, args.task, cfg, args.checkpoint, env)
+        report = evaluate(build_task(args.task, cfg), args.task, args.checkpoint, env)
         report.meta.update(checkpoint=str(args.checkpoint), recipe=str(args.recipe), processes=env.world_size)
         if env.is_main:
             if args.output:
@@ -64,17 +63,19 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def evaluate(task, task_name: str, cfg, checkpoint: str, env):
-    """Load ``checkpoint`` as the task's model and evaluate it through the engine's one evaluation path."""
+def evaluate(task, task_name: str, checkpoint: str, env):
+    """Load ``checkpoint`` as the task's model and evaluate it through the engine's one evaluation path;
+    returns the task's report."""
     from avfusion.engine.loop import evaluate_model
     from avfusion.errors import ConfigError
     from avfusion.tasks.common import encoder_config_for
     from avfusion.tasks.weights import load_task_model
 
     if hasattr(task, "model_for_evaluation"):
-        model = task.model_for_evaluation(cfg, checkpoint)
+        model = task.model_for_evaluation(checkpoint)
     else:
-        model = load_task_model(task_name, checkpoint, encoder_config_for(cfg.model, cfg.data))
-    if evaluate_model(task, cfg, model.to(env.device), env) is None:
+        model = load_task_model(task_name, checkpoint, encoder_config_for(task.cfg.model, task.cfg.data))
+    report = evaluate_model(task, model.to(env.device), env)
+    if report is None:
         raise ConfigError("data.eval_split is null: there is nothing to evaluate")
-    return task.last_report
+    return report

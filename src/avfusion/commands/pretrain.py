@@ -41,5 +41,5 @@ def run(args: argparse.Namespace) -> int:
     if cfg is not None and submit_if_asked(args, ["pretrain"]):
         return 0
     if cfg is not None:
-        run_training(PretrainTask(), cfg, args.output, resume=args.resume)  # logs on rank 0 only
+        run_training(PretrainTask(cfg), args.output, resume=args.resume)  # logs on rank 0 only
     return 0

@@ -51,16 +51,15 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from avfusion.engine import run_training
     from avfusion.engine.distributed import init_distributed, shutdown
-    from avfusion.tasks.registry import get_recipe, get_task
+    from avfusion.tasks.registry import build_task, get_recipe
 
     cfg = resolve_recipe(get_recipe(args.task), args)
     if cfg is None or submit_if_asked(args, ["train", args.task]):
         return 0
     env = init_distributed(cfg.train.device)  # joined here so that the report is written by rank 0 only
     try:
-        task = get_task(args.task)()
-        result = run_training(task, cfg, args.output, resume=args.resume)
-        report = getattr(task, "last_report", None)
+        result = run_training(build_task(args.task, cfg), args.output, resume=args.resume)
+        report = result.eval_report  # an EvaluationReport: every trainable task's evaluate returns one
         if report is not None and env.is_main:
             report.meta.update(step=result.step, processes=env.world_size)
             report.write(args.output)

@@ -21,7 +21,7 @@ from avfusion.engine.config import save_config, to_dict
 from avfusion.engine.optim import LRSchedule, build_optimizer, param_groups, peak_lr
 from avfusion.engine.reporting import MetricsWriter, progress_bar
 from avfusion.engine.sampler import ResumableBatchSampler
-from avfusion.engine.task import Task
+from avfusion.engine.task import Evaluation, Task
 from avfusion.engine.train_config import TrainConfig
 from avfusion.errors import CheckpointError, ConfigError, NonFiniteLossError
 
@@ -32,7 +32,9 @@ CHECKPOINT_FORMAT = 1
 
 @dataclass
 class TrainResult:
-    """What a run did. ``step`` counts optimizer steps (skipped non-finite ones included)."""
+    """What a run did. ``step`` counts optimizer steps (skipped non-finite ones included); ``eval_report``:
+    the last evaluation's report (what ``task.evaluate`` returned; None without evaluation), whose
+    ``metrics()`` are ``eval_metrics``."""
 
     output_dir: Path
     step: int
@@ -44,6 +46,7 @@ class TrainResult:
     final_dir: Path | None
     eval_metrics: dict[str, float] = field(default_factory=dict)
     model: nn.Module | None = None
+    eval_report: Evaluation | None = None
 
 
 def train_section(cfg: Any) -> TrainConfig:
@@ -62,36 +65,35 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def run_training(task: Task, cfg: Any, output_dir: str | Path,
-                 resume: str | Path | None = "auto") -> TrainResult:
-    """Train ``task`` as ``cfg.train`` says, writing to ``output_dir``.
+def run_training(task: Task, output_dir: str | Path, resume: str | Path | None = "auto") -> TrainResult:
+    """Train ``task`` as its recipe's ``train`` section (``task.cfg.train``) says, writing to ``output_dir``.
 
     ``resume``: "auto" continues from the newest intact checkpoint in ``output_dir/checkpoints``
     (or starts fresh if there is none); a path resumes from that checkpoint; None starts fresh and
     refuses an output directory that already holds checkpoints. Works alone or under torchrun.
     """
-    tc = train_section(cfg)
+    tc = train_section(task.cfg)
     env = dist.init_distributed(tc.device)
     try:
-        return _Run(task, cfg, tc, env, Path(output_dir)).train(resume)
+        return _Run(task, tc, env, Path(output_dir)).train(resume)
     finally:
         dist.shutdown(env)
 
 
 class _Run:
-    def __init__(self, task: Task, cfg: Any, tc: TrainConfig, env: dist.DistEnv, out: Path):
-        self.task, self.cfg, self.tc, self.env, self.out = task, cfg, tc, env, out
+    def __init__(self, task: Task, tc: TrainConfig, env: dist.DistEnv, out: Path):
+        self.task, self.cfg, self.tc, self.env, self.out = task, task.cfg, tc, env, out
         self.ckpt_dir = out / "checkpoints"
         if tc.precision == "fp16" and env.device.type != "cuda":
             raise ConfigError("train.precision 'fp16' needs a GPU (it uses a gradient scaler); use 'bf16' on CPU")
         seed_everything(tc.seed)  # identical initialisation on every rank
-        self.raw_model = task.build_model(cfg).to(env.device)
+        self.raw_model = task.build_model().to(env.device)
         hints = task.param_hints(self.raw_model)
         groups = param_groups(self.raw_model, tc.weight_decay, hints, tc.layer_decay)
         self.lr = peak_lr(tc, env.world_size)
         self.optimizer = build_optimizer(groups, tc, self.lr)
         self.scaler = torch.amp.GradScaler(env.device.type, enabled=tc.precision == "fp16")
-        self.dataset = task.train_dataset(cfg)
+        self.dataset = task.train_dataset()
         self.sampler = ResumableBatchSampler(len(self.dataset), tc.batch_size, rank=env.rank,
                                              world_size=env.world_size, seed=tc.seed)
         self.steps_per_epoch = self.sampler.num_batches // tc.accum_steps
@@ -103,7 +105,7 @@ class _Run:
                                    tc.stream_ramp_epochs)
         self.total_steps = tc.max_steps or tc.epochs * self.steps_per_epoch
         self.loader_gen = torch.Generator()
-        on_error, max_error_fraction = task.data_errors(cfg)
+        on_error, max_error_fraction = task.data_errors()
         self.loader = make_loader(self.dataset, tc.batch_size, train=True, batch_sampler=self.sampler,
                                   collate_fn=task.collate, num_workers=tc.num_workers, rank=env.rank,
                                   on_error=on_error, max_error_fraction=max_error_fraction, run_dir=out,
@@ -114,6 +116,7 @@ class _Run:
         self.last_ckpt: Path | None = None
         self.saved_step: int | None = None
         self.eval_metrics: dict[str, float] = {}
+        self.eval_report: Evaluation | None = None
         seed_everything(tc.seed + env.rank)
 
     # ------------------------------------------------------------------ state
@@ -239,7 +242,7 @@ class _Run:
             if writer is not None:
                 writer.close()
         return TrainResult(self.out, self.step, self.epoch, self.last_loss, self.skipped, resumed_from,
-                           self.last_ckpt, final_dir, self.eval_metrics, self.raw_model)
+                           self.last_ckpt, final_dir, self.eval_metrics, self.raw_model, self.eval_report)
 
     def _loop(self, model, ddp, writer, bar) -> None:
         tc, per_epoch = self.tc, self.steps_per_epoch * self.tc.accum_steps
@@ -250,7 +253,7 @@ class _Run:
             self.loader.set_epoch(self.epoch, start_batch=self.batch_in_epoch)
             self.loader_gen.manual_seed(tc.seed * 1_000_003 + self.epoch * 1_009 + self.env.rank)
             batches = iter(self.loader)
-            self.eval_metrics = {}
+            self.eval_metrics, self.eval_report = {}, None
             while self.batch_in_epoch < per_epoch and self.step < self.total_steps:
                 lr = self.schedule.apply(self.optimizer, self.step)
                 loss, samples, logs = self._step(model, ddp, batches)
@@ -339,13 +342,14 @@ class _Run:
         """Run the task's evaluation on the plain model; RNG states are left as they were."""
         rng = ckpt.capture_rng()
         try:
-            metrics = evaluate_model(self.task, self.cfg, self.raw_model, self.env)
+            report = evaluate_model(self.task, self.raw_model, self.env)
         finally:
             self.raw_model.train()
             ckpt.restore_rng(rng)
-        if metrics is None:
+        if report is None:
             return
-        self.eval_metrics = {k: float(v) for k, v in metrics.items()}
+        self.eval_report = report
+        self.eval_metrics = {k: float(v) for k, v in report.metrics().items()}
         if writer is not None and self.eval_metrics:
             writer.write(self.step, {f"eval/{k}": v for k, v in self.eval_metrics.items()})
             log.info("step %d eval: %s", self.step, self.eval_metrics)
@@ -359,16 +363,17 @@ def autocast_for(precision: str, device: torch.device):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def evaluate_model(task: Task, cfg: Any, model: nn.Module, env: Any) -> dict[str, float] | None:
+def evaluate_model(task: Task, model: nn.Module, env: Any) -> Evaluation | None:
     """The one evaluation path, for the training loop and ``avfusion evaluate`` alike: the task's
     evaluation set, this process's share of it in order (every item once over all processes), through the
     strict loader (a broken item stops the evaluation and names its file, whatever ``data.on_error`` says
-    for training), in eval mode, without gradients, under ``train.precision``. Returns the task's metrics
-    (the task keeps its full report), or None when the recipe has no evaluation split."""
-    dataset = task.eval_dataset(cfg)
+    for training), in eval mode, without gradients, under ``train.precision``. Returns the report
+    ``task.evaluate`` made (its ``metrics()`` are what training logs), or None when the recipe has no
+    evaluation split."""
+    dataset = task.eval_dataset()
     if dataset is None:
         return None
-    tc = cfg.train
+    tc = train_section(task.cfg)
     sampler = ResumableBatchSampler(len(dataset), tc.batch_size, rank=env.rank, world_size=env.world_size,
                                     shuffle=False, drop_last=False)
     loader = make_loader(dataset, tc.batch_size, train=False, batch_sampler=sampler, collate_fn=task.collate,

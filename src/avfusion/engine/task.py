@@ -4,7 +4,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Collection
+from typing import Any, Callable, Collection, Mapping, Protocol
 
 import torch
 from torch import nn
@@ -29,19 +29,40 @@ class ParamHints:
     no_weight_decay: Collection[str] = ()
 
 
-class Task(ABC):
-    """A training problem: model, data, loss, and optionally evaluation.
+class Evaluation(Protocol):
+    """What an evaluation returns: any report whose ``metrics()`` are the numbers the engine logs."""
 
-    ``cfg`` is whatever configuration object the caller passed to ``run_training`` (the full recipe);
-    the engine reads only its ``train`` section. Methods are called on every process.
+    def metrics(self) -> dict[str, float]:
+        """{"name": value} of this evaluation."""
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """An evaluation that is nothing but its numbers (tasks without a richer report)."""
+
+    values: Mapping[str, float]
+
+    def metrics(self) -> dict[str, float]:
+        return dict(self.values)
+
+
+class Task(ABC):
+    """A training problem built from its recipe: model, data, loss, and optionally evaluation.
+
+    ``cfg`` is the whole recipe (a dataclass with a ``train`` section of type TrainConfig, the only part
+    the engine reads); it is given once, to the constructor, and every method reads it from ``self.cfg``,
+    so no method depends on another having been called first. Methods are called on every process.
     """
 
+    def __init__(self, cfg: Any) -> None:
+        self.cfg = cfg
+
     @abstractmethod
-    def build_model(self, cfg: Any) -> nn.Module:
+    def build_model(self) -> nn.Module:
         """A fresh model on the CPU; the engine seeds the RNG before calling and moves it to the device."""
 
     @abstractmethod
-    def train_dataset(self, cfg: Any) -> Dataset:
+    def train_dataset(self) -> Dataset:
         """The map-style training set (the engine shards and shuffles it; it calls the set's
         ``set_epoch(epoch)``, when it has one, before each epoch's iteration, also after a resume)."""
 
@@ -52,22 +73,23 @@ class Task(ABC):
         ``model`` may be wrapped (DDP, torch.compile): call it, and use ``unwrap(model)`` for attributes.
         """
 
-    def data_errors(self, cfg: Any) -> tuple[str, float]:
+    def data_errors(self) -> tuple[str, float]:
         """How training treats an item that fails to decode: (``"raise"`` or ``"skip"``, the largest
         fraction of an epoch's items that may fail before the run stops). Skipped items are dropped
         from their batch (never replaced), logged, and listed in ``OUTPUT/data_errors.jsonl``.
         Evaluation is always strict. Default: ``cfg.data.on_error`` and ``cfg.data.max_error_fraction``
         when the recipe has them, else ("raise", 0.01)."""
-        data = getattr(cfg, "data", None)
+        data = getattr(self.cfg, "data", None)
         return str(getattr(data, "on_error", "raise")), float(getattr(data, "max_error_fraction", 0.01))
 
-    def eval_dataset(self, cfg: Any) -> Dataset | None:
+    def eval_dataset(self) -> Dataset | None:
         """The evaluation set, or None for no evaluation."""
         return None
 
-    def evaluate(self, model: nn.Module, loader: Any) -> dict[str, float]:
-        """Metrics over this rank's share of ``loader`` (gather across ranks here); model in eval mode."""
-        return {}
+    def evaluate(self, model: nn.Module, loader: Any) -> Evaluation:
+        """A new report over this rank's share of ``loader`` (gather across ranks here), the same on every
+        rank; model in eval mode. The engine logs its ``metrics()`` and returns the report to the caller."""
+        return Metrics({})
 
     def param_hints(self, model: nn.Module) -> ParamHints:
         """Layer ids, pretrained streams and extra no-decay names of ``model``."""

@@ -1,9 +1,10 @@
 """Pictures and videos of inference results: heatmap and mask overlays, spectrograms, MP4 writing.
 
 Pure numpy drawing plus matplotlib's Agg canvas (never pyplot), and PyAV for video: every frame of
-the input is decoded (rotation applied, variable frame rate kept by copying each frame's time),
-drawn on, and encoded as H.264 in an MP4 with AAC audio: the input's own audio re-encoded, or a
-given waveform (a separated source).
+the input comes from the package's decoder (``avfusion.video.every_frame``: rotation applied, each
+frame's own time, so a variable frame rate is kept), is drawn on, and encoded as H.264 in an MP4 with
+AAC audio: the input's own audio (its frames placed by ``avfusion.media_audio.audio_frames``)
+re-encoded, or a given waveform (a separated source).
 """
 from __future__ import annotations
 
@@ -216,8 +217,8 @@ def write_video(src: str | Path, dst: str | Path, draw: Callable[[np.ndarray, fl
     """
     import av
 
-    from avfusion.media_container import container_start, frame_rotation, open_input, video_streams
-    from avfusion.video import probe, to_rgb
+    from avfusion.media_container import open_input, video_streams
+    from avfusion.video import every_frame, probe
 
     from tqdm.auto import tqdm
 
@@ -236,10 +237,9 @@ def write_video(src: str | Path, dst: str | Path, draw: Callable[[np.ndarray, fl
             vout.time_base = vout.codec_context.time_base = _VIDEO_TB
             vout.options = {"crf": str(crf), "preset": "veryfast"}
             aout = _audio_stream(out.container, inp, audio)
-            origin, last, period = float(container_start(inp)), -1, 1.0 / float(rate)
-            for k, frame in enumerate(inp.decode(vin)):
-                t = float(frame.time) - origin if frame.time is not None else k * period
-                rgb = draw(to_rgb(frame, frame_rotation(frame)), t)
+            last = -1
+            for frame, t in every_frame(inp, src):  # the decoder of avfusion.video: its times and rotation
+                rgb = draw(frame, t)
                 if rgb.shape[:2] != (height, width):
                     rgb = np.pad(rgb, ((0, height - rgb.shape[0]), (0, width - rgb.shape[1]), (0, 0)), mode="edge")
                 vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
@@ -276,15 +276,15 @@ def _audio_stream(out, inp, audio):
 def _encode_audio(out: _Output, stream, src, audio) -> None:
     import av
 
-    from avfusion.media_container import container_start, open_input
+    from avfusion.media_audio import audio_frames
+    from avfusion.media_container import open_input
 
     rate = stream.codec_context.sample_rate
     tb = Fraction(1, rate)
     if isinstance(audio, str):
         with open_input(src) as inp:
-            origin, expected = float(container_start(inp)), 0
-            for frame in inp.decode(inp.streams.audio[0]):
-                at = int(round((frame.time - origin) * rate)) if frame.time is not None else expected
+            expected = 0
+            for frame, at in audio_frames(inp, src):                    # placed as avfusion.media_audio reads it
                 frame.pts, frame.time_base = max(at, expected), tb       # never backwards (codec priming)
                 expected = frame.pts + frame.samples
                 out.send(stream, frame)

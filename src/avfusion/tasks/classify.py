@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 
 import numpy as np
@@ -25,8 +26,8 @@ from avfusion.tasks.classify_data import (class_frequency, dataset_class_names, 
                                           dataset_num_classes, dense_eval_dataset, frequency_bias)
 from avfusion.randomness import Stream, sample_noise
 from avfusion.tasks.common import (AVDIGITS, DataConfig, EpochSamples, ModelConfig, build_dataset,
-                                   encoder_config_for, init_streams)
-from avfusion.tasks.evaluation import EvaluationReport, ReportedEvaluation
+                                   encoder_config_for, init_streams, ramped_streams)
+from avfusion.tasks.evaluation import EvaluationReport
 from avfusion.tasks.weights import encoder_param_hints, load_encoder_init, load_task_model
 
 log = logging.getLogger(__name__)
@@ -143,88 +144,89 @@ def head_loss(logits: torch.Tensor, targets: torch.Tensor, multi_label: bool,
 
 
 # ----------------------------------------------------------------------------- task
-class ClassifyTask(ReportedEvaluation, Task):
-    """Classification on the recipe's dataset through the engine."""
+class ClassifyTask(Task):
+    """Classification on the recipe's dataset through the engine, built from its recipe."""
 
-    def __init__(self) -> None:
-        self.cfg: ClassifyRecipe | None = None
-        self._train_set: Dataset | None = None
-        self._eval_set: Dataset | None = None
-        self._streams: tuple[str, ...] = ()
-        self._frequency: torch.Tensor | None = None
-        self._num_classes = 0
-        self.last_report: EvaluationReport | None = None
+    cfg: ClassifyRecipe
 
     # ------------------------------------------------------------------ data
-    def train_dataset(self, cfg: ClassifyRecipe) -> Dataset:
-        self.cfg = cfg
-        if self._train_set is None:
-            self._train_set = EpochSamples(build_dataset(cfg.data, cfg.data.train_split, train=True,
-                                                         seed=cfg.train.seed))
+    def train_dataset(self) -> Dataset:
         return self._train_set
 
-    def eval_dataset(self, cfg: ClassifyRecipe) -> Dataset | None:
-        self.cfg = cfg
-        if cfg.data.eval_split is None:
-            return None
-        if self._eval_set is None:
-            c = cfg.classify
-            if c.dense_windows > 0:
-                samples = dense_eval_dataset(cfg.data, cfg.data.eval_split, c.dense_windows, seed=cfg.train.seed)
-            else:
-                samples = build_dataset(cfg.data, cfg.data.eval_split, train=False, seed=cfg.train.seed)
-            self._eval_set = EpochSamples(samples)  # index = position in the (possibly concatenated) set
-        return self._eval_set
+    @cached_property
+    def _train_set(self) -> Dataset:
+        cfg = self.cfg
+        return EpochSamples(build_dataset(cfg.data, cfg.data.train_split, train=True, seed=cfg.train.seed))
 
-    def num_classes(self, cfg: ClassifyRecipe) -> int:
+    def eval_dataset(self) -> Dataset | None:
+        return None if self.cfg.data.eval_split is None else self._eval_set
+
+    @cached_property
+    def _eval_set(self) -> Dataset:
+        cfg, c = self.cfg, self.cfg.classify
+        if c.dense_windows > 0:
+            samples = dense_eval_dataset(cfg.data, cfg.data.eval_split, c.dense_windows, seed=cfg.train.seed)
+        else:
+            samples = build_dataset(cfg.data, cfg.data.eval_split, train=False, seed=cfg.train.seed)
+        return EpochSamples(samples)  # index = position in the (possibly concatenated) set
+
+    @cached_property
+    def num_classes(self) -> int:
+        """model.num_classes, else the dataset's."""
+        cfg = self.cfg
         if cfg.model.num_classes is not None:
             return cfg.model.num_classes
         if cfg.data.name == AVDIGITS:
             return 10
-        return dataset_num_classes(self.train_dataset(cfg))
+        return dataset_num_classes(self.train_dataset())
 
-    def class_names(self, cfg: ClassifyRecipe) -> list[str] | None:
+    def class_names(self) -> list[str] | None:
         """What the classes are called (AV-Digits: the digits; a clip dataset: its index's vocabulary), saved
         with the model; None where the data does not say or model.num_classes overrides the count."""
+        cfg = self.cfg
         if cfg.model.num_classes is not None:
             return None
         if cfg.data.name == AVDIGITS:
             from avfusion.data.avdigits import CLASS_NAMES
 
             return list(CLASS_NAMES)
-        return dataset_class_names(self.train_dataset(cfg))
+        return dataset_class_names(self.train_dataset())
+
+    @cached_property
+    def _class_frequency(self) -> torch.Tensor:
+        """Training-set class frequencies (class_frequency bias init and loss reweighting)."""
+        return class_frequency(self.train_dataset(), self.num_classes, self.cfg.classify.multi_label)
 
     # ------------------------------------------------------------------ model
-    def build_model(self, cfg: ClassifyRecipe) -> nn.Module:
+    def build_model(self) -> nn.Module:
         from avfusion.models import build_model
 
-        self.cfg = cfg
+        cfg = self.cfg
         m, c = cfg.model, cfg.classify
-        self._num_classes = self.num_classes(cfg)
+        num_classes = self.num_classes
         if cfg.data.name != AVDIGITS:
-            labels_multi = dataset_multi_label(self.train_dataset(cfg))
+            labels_multi = dataset_multi_label(self.train_dataset())
             if labels_multi is not None and labels_multi != c.multi_label:
                 raise ConfigError(f"{cfg.data.name} labels are {'multi' if labels_multi else 'single'}-label; set "
                                   f"classify.multi_label={str(labels_multi).lower()}")
-        model = build_model("classify", encoder_config_for(m, cfg.data), num_classes=self._num_classes,
-                            linear_probe=m.linear_probe, class_names=self.class_names(cfg))
-        self._streams = init_streams(model.encoder, m)
+        model = build_model("classify", encoder_config_for(m, cfg.data), num_classes=num_classes,
+                            linear_probe=m.linear_probe, class_names=self.class_names())
+        init_streams(model.encoder, m)
         if m.pretrained:
             load_encoder_init(model.encoder, m.pretrained)
-            self._streams = ()
-        if c.bias_init == "class_frequency" or c.reweight:
-            self._frequency = class_frequency(self.train_dataset(cfg), self._num_classes, c.multi_label)
+        # the frequencies are read from the training set here, before training starts, as the loss needs them
+        frequency = self._class_frequency if c.bias_init == "class_frequency" or c.reweight else None
         if c.bias_init == "class_frequency":
-            bias = frequency_bias(self._frequency)
+            bias = frequency_bias(frequency)
             for head in (model.image_head, model.audio_head, model.fusion_head):
                 head.bias.data.copy_(bias)
         return model
 
-    def model_for_evaluation(self, cfg: ClassifyRecipe, checkpoint: str) -> nn.Module:
-        return load_task_model("classify", checkpoint, encoder_config_for(cfg.model, cfg.data))
+    def model_for_evaluation(self, checkpoint: str) -> nn.Module:
+        return load_task_model("classify", checkpoint, encoder_config_for(self.cfg.model, self.cfg.data))
 
     def param_hints(self, model: nn.Module) -> ParamHints:
-        return encoder_param_hints(model, self._streams)
+        return encoder_param_hints(model, ramped_streams(self.cfg.model))
 
     # ------------------------------------------------------------------ training
     def collate(self, samples: list) -> dict:
@@ -238,7 +240,7 @@ class ClassifyTask(ReportedEvaluation, Task):
     def loss(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         c = self.cfg.classify
         image, audio = batch["image"], batch["audio"]
-        targets = soft_targets(batch["label"], self._num_classes, c.label_smoothing, c.multi_label).to(image.device)
+        targets = soft_targets(batch["label"], self.num_classes, c.label_smoothing, c.multi_label).to(image.device)
         if c.mixup > 0:
             image, audio, targets = mixup(image, audio, targets, self._mixup_lambda(batch).to(image.device))
         heard = None
@@ -247,7 +249,7 @@ class ClassifyTask(ReportedEvaluation, Task):
             heard = (u >= c.modality_dropout).to(image.device)                  # (B,) False: no sound
             audio = audio * heard.to(audio.dtype).view(-1, *([1] * (audio.ndim - 1)))
         out = model(image, audio)
-        freq = self._frequency.to(image.device) if (c.reweight and self._frequency is not None) else None
+        freq = self._class_frequency.to(image.device) if c.reweight else None
         if c.loss == "joint":
             return head_loss(out.logits, targets, c.multi_label, freq), {}
         losses = {}
@@ -272,8 +274,8 @@ class ClassifyTask(ReportedEvaluation, Task):
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
-    def evaluation(self, model: nn.Module, loader: Any) -> EvaluationReport:
-        """Every head on this rank's share of ``loader``, gathered over ranks (each clip once)."""
+    def evaluate(self, model: nn.Module, loader: Any) -> EvaluationReport:
+        """A new report: every head on this rank's share of ``loader``, gathered over ranks (each clip once)."""
         from avfusion.metrics import Accumulator
 
         model = unwrap(model)

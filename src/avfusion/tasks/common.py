@@ -140,17 +140,28 @@ def encoder_config_for(model: ModelConfig, data: DataConfig):
         raise ConfigError(f"model: {exc}") from exc
 
 
+def stream_init_files(model: ModelConfig) -> tuple[tuple[str, str], ...]:
+    """(stream, file) of every stream the recipe initialises from MAE / AudioMAE weights."""
+    return tuple((stream, path) for stream, path in (("image", model.image_init), ("audio", model.audio_init))
+                 if path)
+
+
 def init_streams(encoder: torch.nn.Module, model: ModelConfig) -> tuple[str, ...]:
     """Load MAE / AudioMAE weights into the streams named in the recipe; returns the streams loaded."""
     from avfusion.checkpoints import load_stream_init
 
-    loaded = []
-    for stream, path in (("image", model.image_init), ("audio", model.audio_init)):
-        if path:
-            load_stream_init(getattr(encoder, stream), path)
-            loaded.append(stream)
-            log.debug("initialised the %s stream from %s", stream, path)
-    return tuple(loaded)
+    for stream, path in stream_init_files(model):
+        load_stream_init(getattr(encoder, stream), path)
+        log.debug("initialised the %s stream from %s", stream, path)
+    return tuple(stream for stream, _ in stream_init_files(model))
+
+
+def ramped_streams(model: ModelConfig) -> tuple[str, ...]:
+    """The streams whose lr follows the stream ramp (``ParamHints.pretrained``): those the recipe initialises
+    from MAE / AudioMAE files, none when ``model.pretrained`` (downstream recipes) replaces the whole encoder."""
+    if getattr(model, "pretrained", None):
+        return ()
+    return tuple(stream for stream, _ in stream_init_files(model))
 
 
 # ----------------------------------------------------------------------------- datasets

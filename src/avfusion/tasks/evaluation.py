@@ -3,14 +3,15 @@
 Each row says what produced a number (``subject``: a head, the model, or a baseline), which metric
 and protocol (docs/protocols.md), its value, how many items were scored (N) and how many were skipped and
 why. ``avfusion evaluate`` prints the table and writes it as JSON; during training the engine logs
-``report.metrics()``.
+``report.metrics()`` and hands the last report back in ``TrainResult.eval_report``.
 
-Convention for task modules (used by ``avfusion evaluate``):
+Convention for task modules (used by ``avfusion evaluate``), every task built from its recipe
+(``TASK_CLASS(cfg)``):
 
-- ``task.eval_dataset(cfg)`` is called first (the task may keep ``cfg``), then the model is loaded,
-  then ``task.evaluation(model, loader) -> EvaluationReport`` runs on every rank over that rank's share
-  of the evaluation set, gathers across ranks itself, and returns the same report on every rank.
-- ``task.model_for_evaluation(cfg, checkpoint)`` (optional) turns ``--checkpoint`` into a model;
+- ``task.evaluate(model, loader) -> EvaluationReport`` runs on every rank over that rank's share of
+  ``task.eval_dataset()``, gathers across ranks itself, and returns a new report, the same on every rank;
+  the engine's one evaluation path (``avfusion.engine.loop.evaluate_model``) returns it to the caller.
+- ``task.model_for_evaluation(checkpoint)`` (optional) turns ``--checkpoint`` into a model;
   the default is :func:`avfusion.tasks.weights.load_task_model`.
 """
 from __future__ import annotations
@@ -125,17 +126,6 @@ class EvaluationReport:
     @classmethod
     def read(cls, path: str | Path) -> "EvaluationReport":
         return cls.from_dict(json.loads(Path(path).read_text()))
-
-
-class ReportedEvaluation:
-    """Mixin for tasks whose ``evaluation(model, loader)`` returns an :class:`EvaluationReport`: the
-    engine's ``evaluate`` keeps it as ``last_report`` (written by the commands) and logs its metrics."""
-
-    last_report: EvaluationReport | None = None
-
-    def evaluate(self, model: Any, loader: Any) -> dict[str, float]:
-        self.last_report = self.evaluation(model, loader)
-        return self.last_report.metrics()
 
 
 def _fmt(value: float) -> str:

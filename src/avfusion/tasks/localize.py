@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 
 import numpy as np
@@ -20,8 +21,8 @@ from torch.utils.data import Dataset
 from avfusion.engine import ParamHints, Task, TrainConfig, unwrap
 from avfusion.errors import CheckpointError, ConfigError, DataError
 from avfusion.tasks.common import (AVDIGITS, DataConfig, EpochSamples, ModelConfig, build_dataset, encoder_config_for,
-                                   init_streams)
-from avfusion.tasks.evaluation import EvaluationReport, ReportedEvaluation
+                                   init_streams, ramped_streams)
+from avfusion.tasks.evaluation import EvaluationReport
 from avfusion.tasks.weights import encoder_param_hints, layer_id_fn, load_encoder_init
 
 log = logging.getLogger(__name__)
@@ -133,39 +134,35 @@ def random_digit_heatmap(boxes: np.ndarray, num_digits: int, size: int, seed: in
 
 
 # ----------------------------------------------------------------------------- task
-class LocalizeTask(ReportedEvaluation, Task):
-    """Contrastive head training, and evaluation of every read-out against the baselines."""
+class LocalizeTask(Task):
+    """Contrastive head training, and evaluation of every read-out against the baselines; built from its
+    recipe."""
 
-    def __init__(self) -> None:
-        self.cfg: LocalizeRecipe | None = None
-        self._eval_set: Dataset | None = None
-        self._streams: tuple[str, ...] = ()  # streams initialised from MAE / AudioMAE files (the lr ramp)
-        self.last_report: EvaluationReport | None = None
+    cfg: LocalizeRecipe
 
     # ------------------------------------------------------------------ model
-    def build_model(self, cfg: LocalizeRecipe) -> nn.Module:
+    def build_model(self) -> nn.Module:
         from avfusion.models import EarlyFusionEncoder
         from avfusion.models.localization import ContrastiveLocalizer
 
-        self.cfg = cfg
+        cfg = self.cfg
         m = cfg.model
         encoder = EarlyFusionEncoder(encoder_config_for(m, cfg.data))
         if m.pretrained:
             load_encoder_init(encoder, m.pretrained)
-            self._streams = ()
         else:
-            self._streams = init_streams(encoder, m)
+            init_streams(encoder, m)
         if cfg.localize.readout == "attention":
             return encoder
         return ContrastiveLocalizer(encoder, proj_dim=m.proj_dim, hidden_dim=m.hidden_dim, query=m.query,
                                     temperature=m.temperature, freeze_encoder=m.freeze_encoder,
                                     neutral_partner=m.neutral_partner)
 
-    def model_for_evaluation(self, cfg: LocalizeRecipe, checkpoint: str) -> nn.Module:
+    def model_for_evaluation(self, checkpoint: str) -> nn.Module:
         """``--checkpoint``: a trained localiser directory, or (attention read-out) any encoder weights."""
         from avfusion.checkpoints.kinds import PRETRAINED, checkpoint_kind
 
-        self.cfg = cfg
+        cfg = self.cfg
         if checkpoint_kind(checkpoint) == PRETRAINED:
             from avfusion.checkpoints.pretrained import read_config
 
@@ -187,11 +184,11 @@ class LocalizeTask(ReportedEvaluation, Task):
         if not hasattr(unwrap(model), "encoder"):  # the attention read-out: the bare encoder, nothing to train
             depth = unwrap(model).depth
             return ParamHints(layer_id=layer_id_fn(depth), num_layers=depth + 1)
-        return encoder_param_hints(model, self._streams)
+        return encoder_param_hints(model, ramped_streams(self.cfg.model))
 
     # ------------------------------------------------------------------ training
-    def train_dataset(self, cfg: LocalizeRecipe) -> Dataset:
-        self.cfg = cfg
+    def train_dataset(self) -> Dataset:
+        cfg = self.cfg
         if cfg.localize.readout == "attention":
             raise ConfigError("the attention read-out is training-free: evaluate it with `avfusion evaluate localize "
                               "RECIPE localize.readout=attention --checkpoint PRETRAINED`")
@@ -208,26 +205,28 @@ class LocalizeTask(ReportedEvaluation, Task):
         return out.loss, {}
 
     # ------------------------------------------------------------------ evaluation
-    def eval_dataset(self, cfg: LocalizeRecipe) -> Dataset | None:
-        self.cfg = cfg
-        if self._eval_set is None:
-            c = cfg.localize
-            name = c.eval_dataset or cfg.data.name
-            if name == AVDIGITS:
-                if cfg.data.eval_split is None:
-                    return None
-                from avfusion.tasks.annotated import AnnotatedAVDigits
-                self._eval_set = AnnotatedAVDigits(cfg.data.eval_split, cfg.data, seed=cfg.train.seed,
-                                                   size=cfg.data.eval_size)
-            else:
-                from avfusion.tasks.localize_data import LocalizationTestSet
-                root = c.eval_root or (cfg.data.root if c.eval_dataset is None else None)
-                self._eval_set = LocalizationTestSet(name, root, cfg.data, c.gt_size, c.eval_index_options)
+    def eval_dataset(self) -> Dataset | None:
+        """AV-Digits: its annotated evaluation split (None without data.eval_split); else the named test set."""
+        cfg = self.cfg
+        if (cfg.localize.eval_dataset or cfg.data.name) == AVDIGITS and cfg.data.eval_split is None:
+            return None
         return self._eval_set
 
+    @cached_property
+    def _eval_set(self) -> Dataset:
+        cfg, c = self.cfg, self.cfg.localize
+        name = c.eval_dataset or cfg.data.name
+        if name == AVDIGITS:
+            from avfusion.tasks.annotated import AnnotatedAVDigits
+            return AnnotatedAVDigits(cfg.data.eval_split, cfg.data, seed=cfg.train.seed, size=cfg.data.eval_size)
+        from avfusion.tasks.localize_data import LocalizationTestSet
+        root = c.eval_root or (cfg.data.root if c.eval_dataset is None else None)
+        return LocalizationTestSet(name, root, cfg.data, c.gt_size, c.eval_index_options)
+
     @torch.no_grad()
-    def evaluation(self, model: nn.Module, loader: Any) -> EvaluationReport:
-        """cIoU of every read-out and baseline per item, gathered over ranks (each item once), summarised."""
+    def evaluate(self, model: nn.Module, loader: Any) -> EvaluationReport:
+        """A new report: cIoU of every read-out and baseline per item, gathered over ranks (each item once),
+        summarised."""
         from avfusion.metrics import Accumulator
         from avfusion.models.localization import heatmaps
 

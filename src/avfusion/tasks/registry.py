@@ -1,15 +1,19 @@
 """Task names -> task classes and recipe schemas, imported only when asked for.
 
 Convention: the module ``avfusion.tasks.<name>`` defines ``TASK_CLASS`` (an ``avfusion.engine.Task``
-subclass, built without arguments) and ``RECIPE_CLASS`` (the recipe dataclass: ``train``, ``data``,
+subclass, built from its recipe: ``TASK_CLASS(cfg)``) and ``RECIPE_CLASS`` (the recipe dataclass: ``train``, ``data``,
 ``model`` and task sections). The engine never sees this table; the commands use it.
 """
 from __future__ import annotations
 
 import importlib
 from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from avfusion.errors import ConfigError
+
+if TYPE_CHECKING:
+    from avfusion.engine import Task
 
 TASKS: dict[str, str] = {
     "unimodal": "avfusion.tasks.unimodal",
@@ -61,3 +65,8 @@ def get_task(name: str) -> type:
 def get_recipe(name: str) -> type:
     """The recipe dataclass of task ``name``."""
     return _attribute(name, "RECIPE_CLASS")
+
+
+def build_task(name: str, cfg: Any) -> "Task":
+    """Task ``name`` built from its recipe ``cfg`` (an instance of ``get_recipe(name)``)."""
+    return get_task(name)(cfg)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 
 import numpy as np
@@ -20,8 +21,8 @@ from torch.utils.data import Dataset, default_collate
 
 from avfusion.engine import ParamHints, Task, TrainConfig, unwrap
 from avfusion.errors import ConfigError, DataError
-from avfusion.tasks.common import AVDIGITS, DataConfig, ModelConfig, encoder_config_for, init_streams
-from avfusion.tasks.evaluation import EvaluationReport, ReportedEvaluation
+from avfusion.tasks.common import AVDIGITS, DataConfig, ModelConfig, encoder_config_for, init_streams, ramped_streams
+from avfusion.tasks.evaluation import EvaluationReport
 from avfusion.tasks.weights import encoder_param_hints, load_encoder_init, load_task_model
 
 log = logging.getLogger(__name__)
@@ -117,38 +118,36 @@ def binary_scores(prob: np.ndarray, gt: np.ndarray) -> dict[str, float]:
     return {"fg_iou": foreground_iou(pred, gt), "F": f_measure(pred, gt)}
 
 
-class SegmentTask(ReportedEvaluation, Task):
-    """Segmenter training on annotated frames, evaluation under the named protocols."""
+class SegmentTask(Task):
+    """Segmenter training on annotated frames, evaluation under the named protocols; built from its recipe."""
 
-    def __init__(self) -> None:
-        self.cfg: SegmentRecipe | None = None
-        self._index = None
-        self._streams: tuple[str, ...] = ()  # streams initialised from MAE / AudioMAE files (the lr ramp)
-        self._train_set: Dataset | None = None
-        self._eval_set: Dataset | None = None
-        self.last_report: EvaluationReport | None = None
+    cfg: SegmentRecipe
 
     # ------------------------------------------------------------------ data
-    def _open_index(self, cfg: SegmentRecipe):
-        if self._index is None:
-            from avfusion.data.indexes import open_index
+    @cached_property
+    def _index(self):
+        from avfusion.data.indexes import open_index
 
-            if not cfg.data.name.startswith("avsbench_"):
-                raise ConfigError("segmentation data.name must be avdigits, avsbench_s4, avsbench_ms3 or "
-                                  f"avsbench_avss, got {cfg.data.name!r}")
-            if not cfg.data.root:
-                raise ConfigError(f"data.root is required for {cfg.data.name}: pass data.root=/path/to/avsbench")
-            self._index = open_index(cfg.data.name, cfg.data.root, **cfg.data.index_options)
-        return self._index
+        data = self.cfg.data
+        if not data.name.startswith("avsbench_"):
+            raise ConfigError("segmentation data.name must be avdigits, avsbench_s4, avsbench_ms3 or "
+                              f"avsbench_avss, got {data.name!r}")
+        if not data.root:
+            raise ConfigError(f"data.root is required for {data.name}: pass data.root=/path/to/avsbench")
+        return open_index(data.name, data.root, **data.index_options)
 
-    def num_classes(self, cfg: SegmentRecipe) -> int:
+    @cached_property
+    def num_classes(self) -> int:
+        """model.num_classes, else 1 (binary masks) or the index's class count (avsbench_avss)."""
+        cfg = self.cfg
         if cfg.model.num_classes is not None:
             return cfg.model.num_classes
         if cfg.data.name == "avsbench_avss":
-            return len(self._open_index(cfg).classes)
+            return len(self._index.classes)
         return 1
 
-    def _dataset(self, cfg: SegmentRecipe, split: str, train: bool) -> Dataset:
+    def _dataset(self, split: str, train: bool) -> Dataset:
+        cfg = self.cfg
         if cfg.data.name == AVDIGITS:
             from avfusion.tasks.annotated import AnnotatedAVDigits
 
@@ -156,25 +155,25 @@ class SegmentTask(ReportedEvaluation, Task):
             return AnnotatedAVDigits(split, cfg.data, seed=cfg.train.seed, size=size, train=train)
         from avfusion.tasks.segment_data import AVSBenchFrames
 
-        data = AVSBenchFrames(self._open_index(cfg), split, cfg.data, train=train, num_classes=self.num_classes(cfg),
+        data = AVSBenchFrames(self._index, split, cfg.data, train=train, num_classes=self.num_classes,
                               seed=cfg.train.seed)
         if data.dropped:
             log.info("%s/%s: %d clip(s) without annotated frames left out", cfg.data.name, split, data.dropped)
         return data
 
-    def train_dataset(self, cfg: SegmentRecipe) -> Dataset:
-        self.cfg = cfg
-        if self._train_set is None:
-            self._train_set = self._dataset(cfg, cfg.data.train_split, train=True)
+    def train_dataset(self) -> Dataset:
         return self._train_set
 
-    def eval_dataset(self, cfg: SegmentRecipe) -> Dataset | None:
-        self.cfg = cfg
-        if cfg.data.eval_split is None:
-            return None
-        if self._eval_set is None:
-            self._eval_set = self._dataset(cfg, cfg.data.eval_split, train=False)
-        return self._eval_set
+    @cached_property
+    def _train_set(self) -> Dataset:
+        return self._dataset(self.cfg.data.train_split, train=True)
+
+    def eval_dataset(self) -> Dataset | None:
+        return None if self.cfg.data.eval_split is None else self._eval_set
+
+    @cached_property
+    def _eval_set(self) -> Dataset:
+        return self._dataset(self.cfg.data.eval_split, train=False)
 
     def collate(self, samples: list) -> Any:
         """Evaluation clips of different lengths stay a list; everything else is stacked."""
@@ -183,25 +182,23 @@ class SegmentTask(ReportedEvaluation, Task):
         return default_collate(samples)
 
     # ------------------------------------------------------------------ model
-    def build_model(self, cfg: SegmentRecipe) -> nn.Module:
+    def build_model(self) -> nn.Module:
         from avfusion.models import build_model
 
-        self.cfg = cfg
+        cfg = self.cfg
         m = cfg.model
-        model = build_model("segment", encoder_config_for(m, cfg.data), num_classes=self.num_classes(cfg))
+        model = build_model("segment", encoder_config_for(m, cfg.data), num_classes=self.num_classes)
         if m.pretrained:
             load_encoder_init(model.encoder, m.pretrained)
-            self._streams = ()
         else:
-            self._streams = init_streams(model.encoder, m)
+            init_streams(model.encoder, m)
         return model
 
-    def model_for_evaluation(self, cfg: SegmentRecipe, checkpoint: str) -> nn.Module:
-        self.cfg = cfg
-        return load_task_model("segment", checkpoint, encoder_config_for(cfg.model, cfg.data))
+    def model_for_evaluation(self, checkpoint: str) -> nn.Module:
+        return load_task_model("segment", checkpoint, encoder_config_for(self.cfg.model, self.cfg.data))
 
     def param_hints(self, model: nn.Module) -> ParamHints:
-        return encoder_param_hints(model, self._streams)
+        return encoder_param_hints(model, ramped_streams(self.cfg.model))
 
     # ------------------------------------------------------------------ training
     def batch_size(self, batch: Any) -> int:
@@ -218,8 +215,9 @@ class SegmentTask(ReportedEvaluation, Task):
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
-    def evaluation(self, model: nn.Module, loader: Any) -> EvaluationReport:
-        """Every annotated frame of this rank's share, gathered over ranks (each item once), summarised."""
+    def evaluate(self, model: nn.Module, loader: Any) -> EvaluationReport:
+        """A new report: every annotated frame of this rank's share, gathered over ranks (each item once),
+        summarised."""
         from avfusion.metrics import Accumulator
 
         model = unwrap(model)

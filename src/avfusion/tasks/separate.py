@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 
 import torch
@@ -23,8 +24,8 @@ from torch.utils.data import Dataset
 
 from avfusion.engine import ParamHints, Task, TrainConfig, unwrap
 from avfusion.errors import ConfigError, DataError
-from avfusion.tasks.common import DataConfig, ModelConfig, encoder_config_for, init_streams
-from avfusion.tasks.evaluation import EvaluationReport, ReportedEvaluation
+from avfusion.tasks.common import DataConfig, ModelConfig, encoder_config_for, init_streams, ramped_streams
+from avfusion.tasks.evaluation import EvaluationReport
 from avfusion.tasks.separate_data import build_mixtures
 from avfusion.tasks.weights import encoder_param_hints, load_encoder_init, load_task_model
 
@@ -103,50 +104,44 @@ def flatten_sources(batch: dict, zero_image: bool) -> tuple[torch.Tensor, torch.
     return image, mix, target
 
 
-class SeparateTask(ReportedEvaluation, Task):
-    """Mix-and-separate training and BSS Eval evaluation through the engine."""
+class SeparateTask(Task):
+    """Mix-and-separate training and BSS Eval evaluation through the engine, built from its recipe."""
 
-    def __init__(self) -> None:
-        self.cfg: SeparateRecipe | None = None
-        self._eval_set: Dataset | None = None
-        self._streams: tuple[str, ...] = ()
-        self.last_report: EvaluationReport | None = None
+    cfg: SeparateRecipe
 
     # ------------------------------------------------------------------ data
-    def train_dataset(self, cfg: SeparateRecipe) -> Dataset:
-        self.cfg = cfg
+    def train_dataset(self) -> Dataset:
+        cfg = self.cfg
         return build_mixtures(cfg.data, cfg.data.train_split, train=True, seed=cfg.train.seed, sep=cfg.separate)
 
-    def eval_dataset(self, cfg: SeparateRecipe) -> Dataset | None:
-        self.cfg = cfg
-        if cfg.data.eval_split is None:
-            return None
-        if self._eval_set is None:
-            self._eval_set = build_mixtures(cfg.data, cfg.data.eval_split, train=False, seed=cfg.train.seed,
-                                            sep=cfg.separate)
-        return self._eval_set
+    def eval_dataset(self) -> Dataset | None:
+        return None if self.cfg.data.eval_split is None else self._eval_set
+
+    @cached_property
+    def _eval_set(self) -> Dataset:
+        cfg = self.cfg
+        return build_mixtures(cfg.data, cfg.data.eval_split, train=False, seed=cfg.train.seed, sep=cfg.separate)
 
     # ------------------------------------------------------------------ model
-    def build_model(self, cfg: SeparateRecipe) -> nn.Module:
+    def build_model(self) -> nn.Module:
         from avfusion.models import build_model
 
-        self.cfg = cfg
+        cfg = self.cfg
         s = cfg.separate
         model = build_model("separate", encoder_config_for(cfg.model, cfg.data), weighted_loss=s.weighted_loss,
                             binary_mask=s.binary_mask)
-        self._streams = init_streams(model.encoder, cfg.model)
+        init_streams(model.encoder, cfg.model)
         if cfg.model.pretrained:
             load_encoder_init(model.encoder, cfg.model.pretrained)
-            self._streams = ()
         return model
 
-    def model_for_evaluation(self, cfg: SeparateRecipe, checkpoint: str) -> nn.Module:
-        s = cfg.separate
+    def model_for_evaluation(self, checkpoint: str) -> nn.Module:
+        cfg, s = self.cfg, self.cfg.separate
         return load_task_model("separate", checkpoint, encoder_config_for(cfg.model, cfg.data),
                                weighted_loss=s.weighted_loss, binary_mask=s.binary_mask)
 
     def param_hints(self, model: nn.Module) -> ParamHints:
-        return encoder_param_hints(model, self._streams)
+        return encoder_param_hints(model, ramped_streams(self.cfg.model))
 
     # ------------------------------------------------------------------ training
     def collate(self, samples: list) -> dict:
@@ -163,8 +158,8 @@ class SeparateTask(ReportedEvaluation, Task):
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
-    def evaluation(self, model: nn.Module, loader: Any) -> EvaluationReport:
-        """Separate every source of this rank's mixtures, score them, gather over ranks."""
+    def evaluate(self, model: nn.Module, loader: Any) -> EvaluationReport:
+        """A new report: separate every source of this rank's mixtures, score them, gather over ranks."""
         from avfusion.audio import mask_to_waveform
         from avfusion.metrics import Accumulator, evaluate_mixture
 

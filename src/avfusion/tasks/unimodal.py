@@ -31,7 +31,7 @@ from avfusion.errors import ConfigError, DataError
 from avfusion.randomness import Stream, sample_noise
 from avfusion.tasks.common import (AVDIGITS, AVDigitsTaskSet, DataConfig, EpochSamples, ModelConfig,
                                    encoder_config_for)
-from avfusion.tasks.evaluation import EvaluationReport, ReportedEvaluation
+from avfusion.tasks.evaluation import EvaluationReport
 
 log = logging.getLogger(__name__)
 
@@ -127,14 +127,13 @@ class UnimodalSamples(AVDigitsTaskSet):
         return {"input": item["input"].clone(), "label": item["label"], "index": int(index)}
 
 
-class UnimodalTask(ReportedEvaluation, Task):
-    """One stream alone through the engine; ``save_final`` writes its ``stream.pth``."""
+class UnimodalTask(Task):
+    """One stream alone through the engine, built from its recipe; ``save_final`` writes its ``stream.pth``."""
 
-    def __init__(self) -> None:
-        self.cfg: UnimodalRecipe | None = None
-        self.last_report: EvaluationReport | None = None
+    cfg: UnimodalRecipe
 
-    def _samples(self, cfg: UnimodalRecipe, split: str, train: bool) -> Dataset:
+    def _samples(self, split: str, train: bool) -> Dataset:
+        cfg = self.cfg
         if cfg.data.name != AVDIGITS:
             raise ConfigError("the unimodal task trains on the AV-Digits pools (data.name: avdigits); for real "
                               "data, start the streams from MAE / AudioMAE files with model.image_init / "
@@ -143,19 +142,18 @@ class UnimodalTask(ReportedEvaluation, Task):
         return EpochSamples(UnimodalSamples(cfg.unimodal.modality, split, cfg.data, cfg.train.seed, size, train,
                                             cfg.unimodal.max_digits))
 
-    def train_dataset(self, cfg: UnimodalRecipe) -> Dataset:
-        self.cfg = cfg
-        return self._samples(cfg, cfg.data.train_split, train=True)
+    def train_dataset(self) -> Dataset:
+        return self._samples(self.cfg.data.train_split, train=True)
 
-    def eval_dataset(self, cfg: UnimodalRecipe) -> Dataset | None:
-        self.cfg = cfg
-        return None if cfg.data.eval_split is None else self._samples(cfg, cfg.data.eval_split, train=False)
+    def eval_dataset(self) -> Dataset | None:
+        split = self.cfg.data.eval_split
+        return None if split is None else self._samples(split, train=False)
 
-    def build_model(self, cfg: UnimodalRecipe) -> nn.Module:
+    def build_model(self) -> nn.Module:
         from avfusion.models import EarlyFusionEncoder
         from avfusion.models.unimodal import StreamClassifier, StreamMAE
 
-        self.cfg = cfg
+        cfg = self.cfg
         u = cfg.unimodal
         # the stream exactly as the encoder builds it, so that its weights load into the encoder's
         stream = getattr(EarlyFusionEncoder(encoder_config_for(cfg.model, cfg.data)), u.modality)
@@ -189,10 +187,10 @@ class UnimodalTask(ReportedEvaluation, Task):
         return out.loss, {}
 
     @torch.no_grad()
-    def evaluation(self, model: nn.Module, loader: Any) -> EvaluationReport:
-        """Supervised: top-1 of the head (``pool: patch``: the share of digit tokens whose class is right,
-        ``patch_top1``, and with one digit a canvas also the input-level top-1); mae: the masked
-        reconstruction loss (mean over items)."""
+    def evaluate(self, model: nn.Module, loader: Any) -> EvaluationReport:
+        """A new report. Supervised: top-1 of the head (``pool: patch``: the share of digit tokens whose
+        class is right, ``patch_top1``, and with one digit a canvas also the input-level top-1); mae: the
+        masked reconstruction loss (mean over items)."""
         from avfusion.metrics import Accumulator, summarize_single_label
 
         model = unwrap(model)
@@ -243,7 +241,7 @@ class UnimodalTask(ReportedEvaluation, Task):
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().cpu() for k, v in unwrap(model).stream.state_dict().items()}
         atomic_torch_save({"model": state}, directory / STREAM_FILE)
-        log.info("%s stream written to %s", self.cfg.unimodal.modality if self.cfg else "", directory / STREAM_FILE)
+        log.info("%s stream written to %s", self.cfg.unimodal.modality, directory / STREAM_FILE)
 
 
 def patch_targets(boxes: torch.Tensor, classes: torch.Tensor, grid: tuple[int, int], patch_size: int,
