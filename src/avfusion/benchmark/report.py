@@ -164,16 +164,25 @@ def _segmentation(data: dict) -> list[str]:
             *_table(["prediction", "fg IoU", "F (beta^2 0.3)", "fg IoU (official)", "protocol", "N"], rows)]
 
 
+def _training_pool(modality: str, max_digits: int) -> str:
+    if modality == "audio":
+        return "one spoken digit per 1 s window, no image"
+    digits = "one handwritten digit" if max_digits == 1 else f"1-{max_digits} handwritten digits"
+    return f"{digits} per canvas, no sound"
+
+
 def _unimodal(data: dict) -> list[str]:
     u = data.get("unimodal") or {}
     rows = []
-    for modality, pool in (("image", "one handwritten digit per canvas, no sound"),
-                           ("audio", "one spoken digit per 1 s window, no image")):
+    for modality in ("image", "audio"):
         e = u.get(modality)
         if e:
-            metric = "top1" if "top1" in e else "mae_loss"
-            rows.append([modality, pool, e.get("objective"), metric, e.get(metric), str(e.get("steps")),
-                         e["protocol"], str(e["N"])])
+            metric = next(m for m in ("top1", "patch_top1", "mae_loss") if m in e)
+            objective = e.get("objective")
+            if objective == "supervised" and e.get("pool") == "patch":
+                objective = "supervised per patch"
+            rows.append([modality, _training_pool(modality, e.get("max_digits") or 1), objective, metric, e.get(metric),
+                         str(e.get("steps")), e["protocol"], str(e["N"])])
     if not rows:
         return []
     return ["## Stage 1: unimodal initialisation", "",

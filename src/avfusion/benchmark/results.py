@@ -39,7 +39,10 @@ def unimodal(runs: dict) -> dict[str, Any]:
             continue
         rows = [r for r in result.report.rows if r.subject == modality]
         entry = block(result.report, modality) or {}
-        entry["objective"] = result.config.get("unimodal", {}).get("objective")
+        options = result.config.get("unimodal", {})
+        entry["objective"] = options.get("objective")
+        entry["pool"] = options.get("pool")
+        entry["max_digits"] = options.get("max_digits", 1)
         entry["steps"] = result.steps
         out[modality] = entry if rows else None
     return out

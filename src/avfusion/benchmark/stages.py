@@ -99,14 +99,14 @@ def _sizes(scenes: int, eval_scenes: int, epochs: int, batch: int, *extra: str) 
 
 
 _PROBE_FULL = (_sizes(2000, 500, 6, 64), 42.0)
-_LOCALIZE_FULL = (_sizes(1000, 500, 3, 32), 73.0)
+_LOCALIZE_FULL = (_sizes(3000, 500, 3, 64), 75.0)
 _SEPARATE_FULL = (_sizes(900, 100, 3, 8), 122.0)
 _SEGMENT_FULL = (_sizes(440, 200, 2, 8), 194.0)
 
 #: Default sizes (the full run): stage -> (overrides, estimate in seconds on 2 idle cores, two stages at a
 #: time: the wall times of a full run on 2026-12-06).
 FULL: dict[str, tuple[tuple[str, ...], float]] = {
-    "unimodal_image": (_sizes(3840, 500, 5, 64), 68.0),
+    "unimodal_image": (_sizes(3840, 500, 10, 64), 136.0),
     "unimodal_audio": (_sizes(3840, 500, 5, 64), 40.0),
     "pretrain": (_sizes(4000, 500, 6, 32), 225.0),
     "linear_probe": _PROBE_FULL,
@@ -123,13 +123,13 @@ FULL: dict[str, tuple[tuple[str, ...], float]] = {
 }
 
 _PROBE_QUICK = (_sizes(240, 200, 4, 32, "train.warmup_epochs=0.5"), 6.0)
-_LOCALIZE_QUICK = (_sizes(160, 100, 1, 16, "train.warmup_epochs=0.2", "localize.negatives=3"), 5.0)
+_LOCALIZE_QUICK = (_sizes(160, 100, 1, 16, "train.warmup_epochs=0.2"), 5.0)
 _SEPARATE_QUICK = (_sizes(160, 40, 1, 16, "train.warmup_epochs=0.2"), 18.0)
 _SEGMENT_QUICK = (_sizes(48, 40, 1, 8, "train.warmup_epochs=0.2"), 22.0)
 
 #: ``--quick``: the same pipeline, small enough for a test (about 2-3 minutes on 2 idle cores).
 QUICK: dict[str, tuple[tuple[str, ...], float]] = {
-    "unimodal_image": (_sizes(1600, 200, 2, 64, "train.warmup_epochs=0.3"), 16.0),  # 50 steps: top-1 ~0.45
+    "unimodal_image": (_sizes(1600, 200, 2, 64, "train.warmup_epochs=0.3"), 16.0),  # 50 steps
     "unimodal_audio": (_sizes(1600, 200, 2, 64, "train.warmup_epochs=0.3"), 10.0),  # 50 steps
     "pretrain": (_sizes(256, 100, 2, 32, "train.warmup_epochs=0.3"), 9.0),
     "linear_probe": _PROBE_QUICK,
