@@ -62,13 +62,14 @@ class MediaInfo:
 
 
 @contextlib.contextmanager
-def open_input(path) -> Iterator[av.container.InputContainer]:
-    """Open `path` for reading; every PyAV/OS failure inside the block becomes DecodeError."""
+def open_input(path, **open_options) -> Iterator[av.container.InputContainer]:
+    """Open `path` for reading (``open_options``: more keyword arguments of ``av.open``); every PyAV/OS
+    failure inside the block becomes DecodeError."""
     path = Path(path)
     if not path.is_file():
         raise DecodeError(path, "file not found (check the path and the dataset root)")
     try:
-        container = av.open(str(path), mode="r")
+        container = av.open(str(path), mode="r", **open_options)
     except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
         raise DecodeError(path, f"cannot open container (damaged or not a media file): {exc}") from exc
     try:

@@ -20,7 +20,6 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Iterator, Sequence
 
-import av
 import numpy as np
 import torch
 from av.stream import Discard
@@ -311,25 +310,13 @@ def _open(path) -> Iterator:
     already holds every parameter (a 10x faster open); other files, or an incomplete header, get the
     full analysis."""
     path = Path(path)
-    if path.suffix.lower() not in _MP4_SUFFIXES or not path.is_file():
-        with open_input(path) as container:
-            yield container
-        return
-    try:
-        container = av.open(str(path), mode="r", options=_FAST_OPEN, container_options=_NO_ANALYSIS)
-    except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
-        raise DecodeError(path, f"cannot open container (damaged or not a media file): {exc}") from exc
-    if not _complete(container):
-        container.close()
-        with open_input(path) as container:
-            yield container
-        return
-    try:
+    if path.suffix.lower() in _MP4_SUFFIXES and path.is_file():
+        with open_input(path, options=_FAST_OPEN, container_options=_NO_ANALYSIS) as container:
+            if _complete(container):
+                yield container
+                return
+    with open_input(path) as container:
         yield container
-    except (av.FFmpegError, OSError, EOFError) as exc:
-        raise DecodeError(path, f"decoding failed (damaged or truncated file?): {exc}") from exc
-    finally:
-        container.close()
 
 
 @contextlib.contextmanager
