@@ -106,6 +106,30 @@ def test_mil_scores_take_the_best_patch():
     assert torch.equal(mil_scores(query, patches), torch.tensor([[0.5, 1.0], [0.9, 0.0]]))
 
 
+def test_mil_scores_top_k_average_the_best_patches():
+    query = torch.tensor([[1.0, 0.0]])
+    patches = torch.tensor([[[0.5, 0.0], [0.2, 0.9], [0.9, 0.1]]])  # scores 0.5, 0.2, 0.9
+    assert torch.allclose(mil_scores(query, patches, top_k=2), torch.tensor([[0.7]]))
+    assert torch.allclose(mil_scores(query, patches, top_k=5), torch.tensor([[1.6 / 3]]))  # capped at N
+
+
+def test_the_localiser_contrasts_with_its_top_k_pooling(tmp_path):
+    """mil_top_k reaches the loss (neutral and cross pairing alike) and survives save/load."""
+    from avfusion.checkpoints import from_pretrained, save_pretrained
+
+    torch.manual_seed(0)
+    model = ContrastiveLocalizer(tiny_encoder(), proj_dim=16, hidden_dim=0, neutral_partner=True, mil_top_k=3).eval()
+    image, audio = inputs()
+    with torch.no_grad():
+        out = model(image, audio, pairing="joint")
+    assert torch.allclose(out.loss, info_nce(mil_scores(out.query, out.patches, 3), model.temperature), atol=1e-6)
+    assert not torch.allclose(out.loss, info_nce(mil_scores(out.query, out.patches), model.temperature), atol=1e-4)
+    save_pretrained(model, tmp_path / "loc")
+    assert from_pretrained(tmp_path / "loc").mil_top_k == 3
+    with pytest.raises(ConfigError, match="mil_top_k"):
+        ContrastiveLocalizer(tiny_encoder(), mil_top_k=0)
+
+
 def test_band_info_nce_with_all_negatives_equals_the_full_matrix_loss():
     torch.manual_seed(0)
     b = 5

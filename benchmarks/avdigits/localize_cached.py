@@ -53,7 +53,8 @@ def patch_probe(encoder, train, test, train_image, test_image) -> tuple[float, f
     from avfusion.tasks.unimodal import patch_targets
 
     def targets(dataset, count):
-        scenes = [dataset.dataset.scenes[i] for i in range(count)]  # EpochSamples -> the AV-Digits scenes
+        source = getattr(dataset, "dataset", dataset)  # a training set is wrapped in EpochSamples
+        scenes = [source.scenes[i] for i in range(count)]
         boxes = torch.as_tensor(np.stack([s["boxes"] for s in scenes]))
         classes = torch.as_tensor(np.stack([s["classes"] for s in scenes]))
         return patch_targets(boxes, classes, encoder.image.grid_size, encoder.image.patch_embed.patch_size, 10)

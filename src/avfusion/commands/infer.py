@@ -67,7 +67,9 @@ def _common(p: argparse.ArgumentParser, output_help: str) -> None:
 
 
 def register(subparsers) -> None:
-    for name in ("classify", "localize", "separate", "segment", "embed"):
+    from avfusion.inference.pipeline import INFERENCE_TASKS
+
+    for name in INFERENCE_TASKS:
         p = subparsers.add_parser(name, help=HELP[name], description=HELP[name][0].upper() + HELP[name][1:] + ".",
                                   epilog=f"example:\n  {EXAMPLES[name]}\n\n{COMMON_EPILOG}",
                                   formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -27,13 +27,13 @@ import numpy as np
 
 from avfusion.demo import DEFAULT_MAX_UPLOAD_MB
 from avfusion.errors import CheckpointError, ConfigError, DecodeError
-from avfusion.inference import Pipeline, read_labels
+from avfusion.inference import INFERENCE_TASKS, Pipeline, read_labels
 from avfusion.inference.loading import check_supports
 
 log = logging.getLogger(__name__)
 
-#: what the page offers, in the order it shows them
-TASKS = ("classify", "localize", "separate", "segment", "embed")
+#: what the page offers, in the order it shows them: everything a Pipeline does
+TASKS = INFERENCE_TASKS
 MAX_REGIONS = 4
 #: each task's output name for an input VIDEO (the commands' defaults: `avfusion localize VIDEO` writes VIDEO_localize/)
 OUTPUT_NAMES = {"classify": "{stem}.classify.json", "localize": "{stem}_localize", "separate": "{stem}_separate",

@@ -29,6 +29,8 @@ from avfusion.inference.windows import open_media, plan_windows
 
 log = logging.getLogger(__name__)
 
+#: what a Pipeline does (one method each), in the order the commands and the demo page list them
+INFERENCE_TASKS = ("classify", "localize", "separate", "segment", "embed")
 DEFAULT_FIT = {"classify": "crop", "embed": "crop", "localize": "squash", "segment": "squash", "separate": "squash"}
 
 

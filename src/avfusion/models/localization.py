@@ -63,9 +63,17 @@ class LocalizationOutput:
     image_attention: list[torch.Tensor] | None = None  # the encoder's, when asked for
 
 
-def mil_scores(query: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
-    """(B, P) queries, (B', N, P) patches -> (B, B') scores: max over patches of <query_i, patch_jn>."""
-    return torch.einsum("ip,jnp->ijn", query, patches).amax(-1)
+def best_patches(scores: torch.Tensor, top_k: int = 1) -> torch.Tensor:
+    """(..., N) per-patch scores -> (...) the mean of the ``top_k`` best (1: the maximum, the official rule)."""
+    if top_k == 1:
+        return scores.amax(-1)
+    return scores.topk(min(top_k, scores.shape[-1]), dim=-1).values.mean(-1)
+
+
+def mil_scores(query: torch.Tensor, patches: torch.Tensor, top_k: int = 1) -> torch.Tensor:
+    """(B, P) queries, (B', N, P) patches -> (B, B') scores: over the patches of image j, the max (or the
+    mean of the ``top_k`` best) of <query_i, patch_jn>."""
+    return best_patches(torch.einsum("ip,jnp->ijn", query, patches), top_k)
 
 
 def info_nce(scores: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -118,6 +126,11 @@ class ContrastiveLocalizer(AVModel):
     head for every token) and L2-normalised. The heatmap is their cosine similarity per patch.
     With ``freeze_encoder`` the encoder gets no gradients and stays in eval mode.
 
+    ``mil_top_k``: an image's score for a query is the mean of its ``top_k`` best patch scores (1: the
+    best patch, as EZ-VSL and DeepAVFusion do). An object covering several patches then trains all of
+    them to answer, not only its most telling one (AV-Digits, a digit on 2 x 2 patches: see
+    docs/avdigits.md).
+
     ``neutral_partner``: each side is encoded beside a neutral partner instead of its own: the patches
     from (image, all-zero log-mel), the query from (all-zero image, i.e. the mean colour after
     normalisation, audio). Nothing of a pair leaks into either side through fusion, so one pass over
@@ -129,20 +142,22 @@ class ContrastiveLocalizer(AVModel):
     task = "localize"
 
     def __init__(self, encoder: nn.Module, proj_dim: int = 128, hidden_dim: int = 512, query: str = "audio",
-                 temperature: float = 0.07, freeze_encoder: bool = True, neutral_partner: bool = False):
+                 temperature: float = 0.07, freeze_encoder: bool = True, neutral_partner: bool = False,
+                 mil_top_k: int = 1):
         super().__init__()
         if query not in QUERIES:
             raise ConfigError(f"localisation query {query!r} is not one of {QUERIES}")
-        if proj_dim < 1 or hidden_dim < 0 or temperature <= 0:
-            raise ConfigError(f"need proj_dim >= 1, hidden_dim >= 0 and temperature > 0, got {proj_dim}, {hidden_dim}, "
-                              f"{temperature}")
+        if proj_dim < 1 or hidden_dim < 0 or temperature <= 0 or mil_top_k < 1:
+            raise ConfigError(f"need proj_dim >= 1, hidden_dim >= 0, temperature > 0 and mil_top_k >= 1, got "
+                              f"{proj_dim}, {hidden_dim}, {temperature}, {mil_top_k}")
         self.encoder = encoder
         self.query = query
         self.temperature = temperature
         self.freeze_encoder = freeze_encoder
         self.neutral_partner = neutral_partner
+        self.mil_top_k = mil_top_k
         self.options = dict(proj_dim=proj_dim, hidden_dim=hidden_dim, query=query, temperature=temperature,
-                            freeze_encoder=freeze_encoder, neutral_partner=neutral_partner)
+                            freeze_encoder=freeze_encoder, neutral_partner=neutral_partner, mil_top_k=mil_top_k)
         d = encoder.embed_dim
         self.image_proj = projection(d, hidden_dim, proj_dim)
         self.query_proj = projection(d, hidden_dim, proj_dim)
@@ -193,19 +208,19 @@ class ContrastiveLocalizer(AVModel):
             raise ConfigError(f"pairing {pairing!r} is not one of {PAIRINGS}")
         if self.neutral_partner:  # every pair of the batch scored, no leak: pairing is moot
             query, patches = self._embed_neutral(image, audio)
-            loss = info_nce(mil_scores(query, patches), self.temperature) if pairing else None
+            loss = info_nce(mil_scores(query, patches, self.mil_top_k), self.temperature) if pairing else None
             attention = None
             if return_attention:
                 with torch.no_grad():
                     attention = self.encoder(image, audio, return_attention=True).image_attention
         elif pairing != "cross":
             query, patches, attention = self._embed(image, audio, return_attention)
-            loss = info_nce(mil_scores(query, patches), self.temperature) if pairing else None
+            loss = info_nce(mil_scores(query, patches, self.mil_top_k), self.temperature) if pairing else None
         else:
             k = b - 1 if negatives is None else max(0, min(int(negatives), b - 1))
             images = torch.cat([torch.roll(image, -shift, 0) for shift in range(k + 1)])  # pair (i + shift, i)
             query, patches, attention = self._embed(images, audio.repeat(k + 1, 1, 1, 1), return_attention)
-            band = torch.einsum("bp,bnp->bn", query, patches).amax(-1).reshape(k + 1, b).t()  # (B, K+1)
+            band = best_patches(torch.einsum("bp,bnp->bn", query, patches), self.mil_top_k).reshape(k + 1, b).t()
             loss = band_info_nce(band, self.temperature)
             query, patches = query[:b], patches[:b]
             attention = [a[:b] for a in attention] if attention is not None else None

@@ -46,6 +46,8 @@ class LocalizeModelConfig(ModelConfig):
             zero image beside the audio) instead of its own, for training and heatmaps: no fusion leak,
             and every pair of the batch is a negative at 2 encoder passes per pair
             (``localize.pairing`` / ``negatives`` are then unused). See docs/localization.md.
+        mil_top_k: an image's score for an audio is the mean of its ``mil_top_k`` best patch scores
+            (1: the best patch, the official rule); objects covering several patches train them all.
     """
 
     pretrained: str | None = None
@@ -55,6 +57,7 @@ class LocalizeModelConfig(ModelConfig):
     temperature: float = 0.07
     freeze_encoder: bool = True
     neutral_partner: bool = False
+    mil_top_k: int = 1
 
 
 @dataclass
@@ -156,7 +159,7 @@ class LocalizeTask(Task):
             return encoder
         return ContrastiveLocalizer(encoder, proj_dim=m.proj_dim, hidden_dim=m.hidden_dim, query=m.query,
                                     temperature=m.temperature, freeze_encoder=m.freeze_encoder,
-                                    neutral_partner=m.neutral_partner)
+                                    neutral_partner=m.neutral_partner, mil_top_k=m.mil_top_k)
 
     def model_for_evaluation(self, checkpoint: str) -> nn.Module:
         """``--checkpoint``: a trained localiser directory, or (attention read-out) any encoder weights."""
