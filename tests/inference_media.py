@@ -117,6 +117,7 @@ def tiny_models(root: Path) -> dict[str, Path]:
     import torch
 
     import avfusion
+    from avfusion.checkpoints import save_pretrained
     from avfusion.models import EncoderConfig, build_model
     from avfusion.models.localization import ContrastiveLocalizer
 
@@ -131,7 +132,7 @@ def tiny_models(root: Path) -> dict[str, Path]:
     }
     paths = {}
     for name, model in models.items():
-        model.eval().save_pretrained(root / name)
+        save_pretrained(model.eval(), root / name)
         paths[name] = root / name
     # Official layout; width 192 so that the head count (3) is the official default for its width.
     official = build_model("classify", EncoderConfig(**{**TINY, "embed_dim": 192, "depth": 1, "num_heads": 3,

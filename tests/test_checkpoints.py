@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import avfusion
-from avfusion.checkpoints import export_official, load_stream_init, read_checkpoint
+from avfusion.checkpoints import export_official, load_stream_init, read_checkpoint, save_pretrained
 from avfusion.errors import CheckpointError
 from avfusion.models import AVMAE, Classifier, EarlyFusionEncoder, build_model, encoder_config
 from tests.test_models_parity import tiny_kwargs
@@ -36,7 +36,7 @@ def test_official_round_trip_is_exact(official_tiny, tmp_path):
 def test_save_and_from_pretrained(tmp_path, task, options):
     torch.manual_seed(0)
     model = build_model(task, avfusion.EncoderConfig(**SMALL), **options).eval()
-    model.save_pretrained(tmp_path / "m")
+    save_pretrained(model, tmp_path / "m")
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "model.safetensors"]
     loaded = avfusion.from_pretrained(tmp_path / "m")
     assert type(loaded) is type(model) and loaded.options == model.options
@@ -55,7 +55,7 @@ def test_save_and_from_pretrained(tmp_path, task, options):
 
 
 def test_save_pretrained_writes_no_temporary_files(tmp_path):
-    EarlyFusionEncoder(**SMALL).save_pretrained(tmp_path)
+    save_pretrained(EarlyFusionEncoder(**SMALL), tmp_path)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["format"] == "avfusion" and config["task"] == "encoder"

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from avfusion.checkpoints import save_pretrained
 from avfusion.cli import build_parser, main
 from avfusion.engine import Task
 from avfusion.errors import ConfigError
@@ -82,7 +83,7 @@ def test_evaluating_an_encoder_checkpoint_as_a_classifier_is_refused(tmp_path, c
     from avfusion.tasks.common import encoder_config_for
 
     cfg = load_config(get_recipe("classify"), LINPROBE)
-    build_model("encoder", encoder_config_for(cfg.model, cfg.data)).save_pretrained(tmp_path / "enc")
+    save_pretrained(build_model("encoder", encoder_config_for(cfg.model, cfg.data)), tmp_path / "enc")
     assert main(["evaluate", "classify", LINPROBE, "--checkpoint", str(tmp_path / "enc")]) == 1
     assert "holds a 'encoder' model, not a 'classify' model" in caplog.text
 
@@ -96,7 +97,7 @@ def test_two_process_evaluation_equals_one_process(tmp_path):
 
     cfg = load_config(get_recipe("classify"), LINPROBE)
     torch.manual_seed(0)
-    build_model("classify", encoder_config_for(cfg.model, cfg.data), num_classes=10).save_pretrained(tmp_path / "m")
+    save_pretrained(build_model("classify", encoder_config_for(cfg.model, cfg.data), num_classes=10), tmp_path / "m")
     common = ["evaluate", "classify", LINPROBE, "data.eval_size=13", "train.batch_size=4",
               "--checkpoint", str(tmp_path / "m")]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import avfusion
+from avfusion.checkpoints import save_pretrained
 from avfusion.errors import ConfigError, DataError
 from avfusion.models.encoder import EarlyFusionEncoder, EncoderConfig
 from avfusion.models.segmentation import Segmenter, segmentation_blocks, segmentation_loss
@@ -121,7 +122,7 @@ def test_round_trips(official_tiny_segmentation, tmp_path):
     model = avfusion.load_official(ref["state_dict"], image_size=config["image_size"], audio_size=config["audio_size"],
                                    num_heads=ref["encoder"]["num_heads"], fusion_num_heads=config["fusion_heads"],
                                    num_fusion_tokens=config["fusion_tokens"])
-    model.save_pretrained(tmp_path / "segm")
+    save_pretrained(model, tmp_path / "segm")
     again = avfusion.from_pretrained(tmp_path / "segm").eval()
     assert isinstance(again, Segmenter) and again.num_classes == 5
     inputs = official_tiny_segmentation["inputs"]

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 import avfusion
+from avfusion.checkpoints import save_pretrained
 from avfusion.errors import ConfigError, DataError
 from avfusion.models.encoder import EarlyFusionEncoder, EncoderConfig
 from avfusion.models.separation import (SeparationDecoder, Separator, separation_blocks, separation_loss,
@@ -138,7 +139,7 @@ def test_round_trips(official_tiny, tmp_path):
     ref = official_tiny["heads"]["separation/weighted=False,binary=True"]
     model = avfusion.load_official(ref["state_dict"], **tiny_kwargs(official_tiny), weighted_loss=False,
                                    binary_mask=True)
-    model.save_pretrained(tmp_path / "sep")
+    save_pretrained(model, tmp_path / "sep")
     again = avfusion.from_pretrained(tmp_path / "sep").eval()
     assert isinstance(again, Separator) and again.options == dict(weighted_loss=False, binary_mask=True)
     image = official_tiny["inputs"]["image"]

@@ -25,9 +25,8 @@ RULES = {
     "demo": ("avfusion.cli", "avfusion.commands", "avfusion.benchmark", "avfusion.tasks", "avfusion.engine"),
     "randomness.py": (*TOP, "avfusion.models", "avfusion.data", "avfusion.engine", "avfusion.tasks", "avfusion.inference"),
 }
-#: the one known exception, with its reason: the convenience method AVModel.save_pretrained delegates
-#: (lazily, at call time) to the checkpoint writer
-ALLOWED = {("models/base.py", "avfusion.checkpoints.pretrained")}
+#: known exceptions, each with its reason (none today)
+ALLOWED: set[tuple[str, str]] = set()
 
 
 def imports(path: Path) -> list[tuple[int, str]]:

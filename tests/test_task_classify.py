@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from avfusion.checkpoints import save_pretrained
 from avfusion.cli import main
 from avfusion.engine import load_config
 from avfusion.errors import CheckpointError, ConfigError
@@ -141,7 +142,7 @@ def linprobe_run(tmp_path_factory):
     cfg = load_config(ClassifyRecipe, LINPROBE)
     torch.manual_seed(1)
     encoder = build_model("encoder", encoder_config_for(cfg.model, cfg.data))
-    encoder.save_pretrained(base / "encoder")
+    save_pretrained(encoder, base / "encoder")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from avfusion.checkpoints import save_pretrained
 from avfusion.cli import main
 from avfusion.engine import load_config
 from avfusion.errors import CheckpointError, ConfigError
@@ -229,7 +230,7 @@ def test_attention_readout_evaluates_a_random_encoder_and_refuses_training(tmp_p
     assert (row.subject, row.protocol, row.n) == ("attention", "ciou/box/fixed@0.5", 8)
     with pytest.raises(ConfigError, match="training-free"):
         task.train_dataset()
-    model.save_pretrained(tmp_path / "enc")
+    save_pretrained(model, tmp_path / "enc")
     assert isinstance(task.model_for_evaluation(str(tmp_path / "enc")), EarlyFusionEncoder)
     contrastive = load_config(LocalizeRecipe, RECIPE, FAST)
     with pytest.raises(CheckpointError, match="no contrastive"):
@@ -279,7 +280,7 @@ def test_two_process_evaluation_equals_one_process(tmp_path):
 
     from avfusion.tasks.evaluation import EvaluationReport
 
-    tiny_encoder().save_pretrained(tmp_path / "enc")
+    save_pretrained(tiny_encoder(), tmp_path / "enc")
     common = ["evaluate", "localize", RECIPE, "localize.readout=attention", "data.eval_size=13", "train.batch_size=4",
               "--checkpoint", str(tmp_path / "enc")]
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR",

@@ -11,6 +11,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from avfusion.checkpoints import save_pretrained
 from avfusion.cli import main
 from avfusion.engine import load_config
 from avfusion.metrics.segmentation import avsbench_video, official_frame, semantic_frame
@@ -178,7 +179,7 @@ def test_two_process_evaluation_equals_one_process(tmp_path):
 
     cfg = load_config(SegmentRecipe, RECIPE, FAST)
     torch.manual_seed(0)
-    SegmentTask(cfg).build_model().save_pretrained(tmp_path / "seg")
+    save_pretrained(SegmentTask(cfg).build_model(), tmp_path / "seg")
     common = ["evaluate", "segment", RECIPE, "data.eval_size=13", "train.batch_size=4",
               "--checkpoint", str(tmp_path / "seg")]
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR",

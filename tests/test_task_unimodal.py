@@ -53,7 +53,8 @@ def test_the_audio_stream_learns_the_spoken_digits_alone(tmp_path):
 def test_mae_objective_reconstructs_its_own_patches(tmp_path):
     out = tmp_path / "image_mae"
     small = ["data.image_size=32", "model.embed_dim=32", "model.num_heads=2", "model.depth=2", "model.fusion_num_heads=2",
-             "unimodal.decoder_embed_dim=32", "unimodal.decoder_num_heads=2", "unimodal.decoder_depth=1"]
+             "unimodal.decoder_embed_dim=32", "unimodal.decoder_num_heads=2", "unimodal.decoder_depth=1",
+             "unimodal.max_digits=1"]  # one 32-pixel glyph fits a 32-pixel canvas
     args = ["train", "unimodal", IMAGE, "unimodal.objective=mae", *small, "data.size=64", "data.eval_size=16",
             "train.epochs=3", "train.batch_size=16", "train.eval_every=3", "train.warmup_epochs=0", "train.lr=3e-3",
             *QUIET]

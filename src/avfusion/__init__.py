@@ -2,7 +2,7 @@
 
     import avfusion
     model = avfusion.load_official("checkpoint_latest.pth")      # official release, strict
-    model.save_pretrained("my_model")                             # safetensors + config.json
+    avfusion.save_pretrained(model, "my_model")                   # safetensors + config.json
     model = avfusion.from_pretrained("my_model")
 
 Top-level names are imported lazily, so `import avfusion.metrics` or `avfusion --help` stay light.
@@ -17,6 +17,7 @@ _LAZY = {
     "load_official": "avfusion.checkpoints",
     "export_official": "avfusion.checkpoints",
     "from_pretrained": "avfusion.checkpoints",
+    "save_pretrained": "avfusion.checkpoints",
     "AVMAE": "avfusion.models",
     "Classifier": "avfusion.models",
     "EarlyFusionEncoder": "avfusion.models",

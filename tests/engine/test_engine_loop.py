@@ -167,17 +167,23 @@ def test_training_lowers_the_loss_bf16_and_evaluates(tmp_path):
     assert [s for s, _ in ckpt.list_checkpoints(tmp_path / "checkpoints")] == [24]  # only at the end
 
 
-def test_final_weights_through_save_pretrained(tmp_path):
-    calls = []
+def test_final_weights_of_a_plain_model_are_its_state_dict(tmp_path):
+    run_training(ToyTask(toy_config(["train.max_steps=1"])), tmp_path, resume=None)
+    final = tmp_path / "final"
+    assert sorted(p.name for p in final.iterdir()) == ["model.safetensors"]  # no temporary left beside it
+    assert set(load_file(str(final / "model.safetensors"))) == set(ToyTask(toy_config([])).build_model().state_dict())
 
-    class Task(ToyTask):
-        def build_model(self):
-            model = super().build_model()
-            model.save_pretrained = lambda directory: calls.append(Path(directory))
-            return model
 
-    run_training(Task(toy_config(["train.max_steps=1"])), tmp_path, resume=None)
-    assert calls == [tmp_path / "final"]
+def test_final_weights_of_an_avfusion_model_are_a_pretrained_directory(tmp_path):
+    """An avfusion model gets weights and the configuration that rebuilds it (avfusion.save_pretrained)."""
+    from avfusion.checkpoints import from_pretrained
+    from avfusion.models import EarlyFusionEncoder
+
+    encoder = EarlyFusionEncoder(image_size=(32, 32), audio_size=(32, 32), embed_dim=32, depth=2, num_heads=2,
+                                 fusion_num_heads=2, num_fusion_tokens=(2, 1, 1))
+    ToyTask(toy_config([])).save_final(encoder, tmp_path / "final")
+    again = from_pretrained(tmp_path / "final")
+    assert all(torch.equal(a, b) for a, b in zip(encoder.state_dict().values(), again.state_dict().values()))
 
 
 def test_fp16_needs_a_gpu(tmp_path):

@@ -118,15 +118,20 @@ class Task(ABC):
         return batch
 
     def save_final(self, model: nn.Module, directory: Path) -> None:
-        """Write the final weights: ``model.save_pretrained(directory)`` when the model has it, else
-        ``model.safetensors`` with the state dict."""
+        """Write the final weights: ``avfusion.save_pretrained`` for avfusion models (weights and the
+        configuration that rebuilds them), else ``model.safetensors`` with the state dict; atomically."""
+        from avfusion.checkpoints.io import atomic_path
+        from avfusion.checkpoints.pretrained import save_pretrained
+        from avfusion.models.base import AVModel
+
         directory.mkdir(parents=True, exist_ok=True)
-        if hasattr(model, "save_pretrained"):
-            model.save_pretrained(directory)
+        if isinstance(model, AVModel):
+            save_pretrained(model, directory)
             return
         from safetensors.torch import save_file
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        save_file(state, str(directory / "model.safetensors"))
+        with atomic_path(directory / "model.safetensors") as tmp:
+            save_file(state, str(tmp))
 
 
 def unwrap(model: nn.Module) -> nn.Module:
