@@ -10,6 +10,9 @@ heatmap's peak lies in the speaking digit's box.
 First, a per-patch linear probe of the image tokens (which digit, or background, lies under each patch
 centre): how much of "which digit is where" the features hold at all.
 
+The heads use the localisation recipe's temperature (0.5 since 2026-12-06; these numbers are at 0.07,
+where the heads single out one patch: see docs/avdigits.md for the temperature runs).
+
 Measured 2026-12-06 on the benchmark's stage-1 streams (4,000 scenes, batch 128, AdamW 1e-3, 2 threads):
 step 100: loss 4.18, AP50 0.094, peak-in-box 0.638; 300: 3.54 / 0.066 / 0.668; 1,000: 2.08 / 0.048 / 0.590;
 2,000: 1.17 / 0.034 / 0.560. The heads learn to match the training pairs, not the digit they share.
