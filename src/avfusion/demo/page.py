@@ -178,9 +178,7 @@ def _show(results: dict[str, TaskOutput]) -> list:
             values["window_labels"] = gr.update(value=rows, visible=True)
             lines.append(f"**classify**: {_count(len(rows))} → `{out.path.name}`")
         elif task == "localize":
-            if (out.path / "overlay.mp4").is_file():
-                values["localize_video"] = gr.update(value=str(out.path / "overlay.mp4"), visible=True)
-            values["localize_sheet"] = gr.update(value=str(out.path / "heatmaps.png"), visible=True)
+            _show_overlays(values, "localize", out.path, "heatmaps.png")
             lines.append(f"**localize**: {r.readout} heatmaps of {_count(len(r.windows))} → `{out.path.name}/`")
         elif task == "separate":
             values["mixture"] = gr.update(value=str(out.path / "mixture.wav"), visible=True)
@@ -192,9 +190,7 @@ def _show(results: dict[str, TaskOutput]) -> list:
             values["regions_picture"] = gr.update(value=str(out.path / "regions.png"), visible=True)
             lines.append(f"**separate**: {len(r.regions)} region(s) → `{out.path.name}/`")
         elif task == "segment":
-            if (out.path / "overlay.mp4").is_file():
-                values["segment_video"] = gr.update(value=str(out.path / "overlay.mp4"), visible=True)
-            values["segment_sheet"] = gr.update(value=str(out.path / "overlays.png"), visible=True)
+            _show_overlays(values, "segment", out.path, "overlays.png")
             lines.append(f"**segment**: masks of {_count(len(r.windows))} → `{out.path.name}/`")
         elif task == "embed":
             note = " (no audio stream: silence substituted)" if r.input.audio_substituted else ""
@@ -220,6 +216,13 @@ def serve(runner: Runner, *, host: str = "127.0.0.1", port: int = 7860, examples
                prevent_thread_lock=not block, quiet=quiet, inbrowser=False, show_error=False,
                footer_links=["api"], ssr_mode=False, mcp_server=False)
     return app
+
+
+def _show_overlays(values: dict, task: str, directory: Path, sheet: str) -> None:
+    """The overlay video (when the command wrote one) and the picture sheet of a localize / segment output."""
+    if (directory / "overlay.mp4").is_file():
+        values[f"{task}_video"] = gr.update(value=str(directory / "overlay.mp4"), visible=True)
+    values[f"{task}_sheet"] = gr.update(value=str(directory / sheet), visible=True)
 
 
 def _count(n: int) -> str:
