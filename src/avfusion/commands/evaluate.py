@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     env = init_distributed(cfg.train.device)
     try:
         seed_everything(cfg.train.seed)
-        report = evaluate(build_task(args.task, cfg), args.task, args.checkpoint, env)
+        report = evaluate(build_task(args.task, cfg), args.checkpoint, env)
         report.meta.update(checkpoint=str(args.checkpoint), recipe=str(args.recipe), processes=env.world_size)
         if env.is_main:
             if args.output:
@@ -63,18 +63,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def evaluate(task, task_name: str, checkpoint: str, env):
+def evaluate(task, checkpoint: str, env):
     """Load ``checkpoint`` as the task's model and evaluate it through the engine's one evaluation path;
     returns the task's report."""
     from avfusion.engine.loop import evaluate_model
     from avfusion.errors import ConfigError
-    from avfusion.tasks.common import encoder_config_for
-    from avfusion.tasks.weights import load_task_model
 
-    if hasattr(task, "model_for_evaluation"):
-        model = task.model_for_evaluation(checkpoint)
-    else:
-        model = load_task_model(task_name, checkpoint, encoder_config_for(task.cfg.model, task.cfg.data))
+    model = task.model_for_evaluation(checkpoint)  # every downstream task reads its own checkpoints
     report = evaluate_model(task, model.to(env.device), env)
     if report is None:
         raise ConfigError("data.eval_split is null: there is nothing to evaluate")
