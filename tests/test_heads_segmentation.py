@@ -107,8 +107,10 @@ def test_losses_and_target_checks():
 
 
 def test_configuration_errors():
-    with pytest.raises(ConfigError, match="embed_dim >= 128"):
+    with pytest.raises(ConfigError, match="embed_dim >= min_width 128"):
         Segmenter(_encoder(embed_dim=64, depth=2))
+    with pytest.raises(ConfigError, match="min_width must be >= 1"):
+        Segmenter(_encoder(embed_dim=128, depth=2), min_width=0)
     with pytest.raises(ConfigError, match="num_classes"):
         Segmenter(_encoder(embed_dim=128, depth=2), num_classes=0)
     with pytest.raises(ConfigError, match="patch size"):
@@ -131,3 +133,21 @@ def test_round_trips(official_tiny_segmentation, tmp_path):
     exported = avfusion.export_official(model)["state_dict"]
     assert exported.keys() == ref["state_dict"].keys()
     assert all(torch.equal(exported[k], v) for k, v in ref["state_dict"].items())
+
+
+def test_a_lower_width_floor_shrinks_the_decoder_and_survives_save_and_load(tmp_path):
+    """min_width 32 at D = 128: scales 128, 64, 32, 32 wide (official floor 128: all 128); the logits keep
+    their resolution, and the option is saved with the model."""
+    torch.manual_seed(0)
+    small = Segmenter(_encoder(embed_dim=128, depth=2), min_width=32).eval()
+    assert [m.conv.double_conv[0].out_channels for m in small.up] == [64, 32, 32]
+    assert [m.conv.double_conv[0].out_channels for m in Segmenter(_encoder(embed_dim=128, depth=2)).up] == [128] * 3
+    image, audio = torch.randn(2, 3, 48, 80), torch.randn(2, 1, 32, 48)
+    with torch.no_grad():
+        logits = small(image, audio).logits
+    assert logits.shape == (2, 1, 48, 80)
+    save_pretrained(small, tmp_path / "seg")
+    again = avfusion.from_pretrained(tmp_path / "seg").eval()
+    assert again.options["min_width"] == 32
+    with torch.no_grad():
+        assert torch.equal(again(image, audio).logits, logits)

@@ -99,7 +99,7 @@ def _sizes(scenes: int, eval_scenes: int, epochs: int, batch: int, *extra: str) 
 
 
 _PROBE_FULL = (_sizes(2000, 500, 6, 64), 42.0)
-_LOCALIZE_FULL = (_sizes(3000, 500, 3, 64), 75.0)
+_LOCALIZE_FULL = (_sizes(6000, 500, 27, 128), 100.0)  # the heads on cached features (localize.yaml)
 _SEPARATE_FULL = (_sizes(900, 100, 3, 8), 122.0)
 _SEGMENT_FULL = (_sizes(440, 200, 2, 8), 194.0)
 
@@ -108,7 +108,7 @@ _SEGMENT_FULL = (_sizes(440, 200, 2, 8), 194.0)
 FULL: dict[str, tuple[tuple[str, ...], float]] = {
     "unimodal_image": (_sizes(3840, 500, 10, 64), 136.0),
     "unimodal_audio": (_sizes(3840, 500, 5, 64), 40.0),
-    "pretrain": (_sizes(4000, 500, 6, 32), 225.0),
+    "pretrain": (_sizes(4000, 500, 3, 32), 112.0),
     "linear_probe": _PROBE_FULL,
     "linear_probe_stage1": _PROBE_FULL,
     "linear_probe_random_init": _PROBE_FULL,
@@ -123,7 +123,7 @@ FULL: dict[str, tuple[tuple[str, ...], float]] = {
 }
 
 _PROBE_QUICK = (_sizes(240, 200, 4, 32, "train.warmup_epochs=0.5"), 6.0)
-_LOCALIZE_QUICK = (_sizes(160, 100, 1, 16, "train.warmup_epochs=0.2"), 5.0)
+_LOCALIZE_QUICK = (_sizes(160, 100, 4, 32, "train.warmup_epochs=0.5"), 5.0)
 _SEPARATE_QUICK = (_sizes(160, 40, 1, 16, "train.warmup_epochs=0.2"), 18.0)
 _SEGMENT_QUICK = (_sizes(48, 40, 1, 8, "train.warmup_epochs=0.2"), 22.0)
 

@@ -175,24 +175,28 @@ class ContrastiveLocalizer(AVModel):
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_encoder):
             out = self.encoder(image, audio, return_attention=return_attention)
         pooled = (out.audio if self.query == "audio" else out.fusion).mean(1)  # (B, D)
-        query = F.normalize(self.query_proj(pooled), dim=-1)                   # (B, P)
-        patches = F.normalize(self.image_proj(out.image.flatten(0, 1)), dim=-1).reshape(*out.image.shape[:2], -1)
-        return query, patches, out.image_attention
+        return (*self.project(pooled, out.image), out.image_attention)
 
-    def _embed_neutral(self, image: torch.Tensor, audio: torch.Tensor):
-        """Patches of (image, zero audio) and query of (zero image, audio), in one encoder pass."""
+    def neutral_features(self, image: torch.Tensor, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The encoder's side of ``neutral_partner``, in one pass: (pooled query tokens (B, D) of (zero image,
+        audio), image tokens (B, N_image, D) of (image, zero audio)). Without gradients when frozen: what a
+        feature cache may keep (see ``LocalizeModelConfig.cache_features``)."""
         b = image.shape[0]
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_encoder):
             out = self.encoder(torch.cat([image, torch.zeros_like(image)]),
                                torch.cat([torch.zeros_like(audio), audio]))
         pooled = (out.audio if self.query == "audio" else out.fusion)[b:].mean(1)
+        return pooled, out.image[:b]
+
+    def project(self, pooled: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The heads: pooled (B, D), image tokens (B, N, D) -> L2-normalised query (B, P), patches (B, N, P)."""
         query = F.normalize(self.query_proj(pooled), dim=-1)
-        tokens = out.image[:b]
         patches = F.normalize(self.image_proj(tokens.flatten(0, 1)), dim=-1).reshape(*tokens.shape[:2], -1)
         return query, patches
 
-    def forward(self, image: torch.Tensor, audio: torch.Tensor, pairing: str | None = None,
-                negatives: int | None = None, return_attention: bool = False) -> LocalizationOutput:
+    def forward(self, image: torch.Tensor | None, audio: torch.Tensor | None, pairing: str | None = None,
+                negatives: int | None = None, return_attention: bool = False,
+                features: tuple[torch.Tensor, torch.Tensor] | None = None) -> LocalizationOutput:
         """image (B, 3, H, W), audio (B, 1, n_mels, T) -> heatmaps (B, rows, cols) of the given pairs.
 
         ``pairing`` adds the multiple-instance InfoNCE loss over the batch:
@@ -201,13 +205,19 @@ class ContrastiveLocalizer(AVModel):
         ``cross``: one pass over the pairs (image i + k, audio i), k = 0..K (K = ``negatives``,
         default B - 1, batched together): a negative image is encoded beside the very audio it is
         scored against, so neither side can recognise its partner by what fusion leaked into it.
+        With ``neutral_partner`` every pair of the batch is scored and ``pairing`` only asks for the loss.
+
+        ``features``: the output of :meth:`neutral_features` for this batch, computed earlier (a frozen
+        encoder's cache); image and audio are then not used (pass None) and only the heads run.
         """
-        b = image.shape[0]
-        grid = self.encoder.image.grid_size
         if pairing not in (None, "joint", "cross"):
             raise ConfigError(f"pairing {pairing!r} is not one of {PAIRINGS}")
+        if features is not None and (not self.neutral_partner or not self.freeze_encoder or return_attention):
+            raise ConfigError("precomputed features stand for a frozen encoder's neutral-partner pass: they need "
+                              "freeze_encoder and neutral_partner, and give no attention read-out")
+        grid = self.encoder.image.grid_size
         if self.neutral_partner:  # every pair of the batch scored, no leak: pairing is moot
-            query, patches = self._embed_neutral(image, audio)
+            query, patches = self.project(*(features if features is not None else self.neutral_features(image, audio)))
             loss = info_nce(mil_scores(query, patches, self.mil_top_k), self.temperature) if pairing else None
             attention = None
             if return_attention:
@@ -217,6 +227,7 @@ class ContrastiveLocalizer(AVModel):
             query, patches, attention = self._embed(image, audio, return_attention)
             loss = info_nce(mil_scores(query, patches, self.mil_top_k), self.temperature) if pairing else None
         else:
+            b = image.shape[0]
             k = b - 1 if negatives is None else max(0, min(int(negatives), b - 1))
             images = torch.cat([torch.roll(image, -shift, 0) for shift in range(k + 1)])  # pair (i + shift, i)
             query, patches, attention = self._embed(images, audio.repeat(k + 1, 1, 1, 1), return_attention)
@@ -224,6 +235,7 @@ class ContrastiveLocalizer(AVModel):
             loss = band_info_nce(band, self.temperature)
             query, patches = query[:b], patches[:b]
             attention = [a[:b] for a in attention] if attention is not None else None
+        b = query.shape[0]
         heatmap = torch.einsum("bp,bnp->bn", query, patches).reshape(b, *grid)
         return LocalizationOutput(heatmap, query, patches, loss, attention)
 

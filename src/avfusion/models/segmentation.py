@@ -18,7 +18,7 @@ from avfusion.models.unet_parts import DoubleConv, Up, evenly_spaced_blocks, ini
 
 #: Upsampling of each decoder scale relative to the token grid; the predictor adds a final x2.
 SCALES = (1, 2, 4, 8)
-#: Decoder widths never fall below this, and the top stage assumes embed_dim >= it.
+#: The official decoder's floor on its widths (``min_width``); the top stage assumes embed_dim >= it.
 MIN_WIDTH = 128
 #: Token grid -> logits: 8 (decoder) * 2 (predictor).
 UPSAMPLING = 16
@@ -53,21 +53,26 @@ class SegmentationOutput:
 class Segmenter(AVModel):
     """Encoder + segmentation decoder (official `AVSegmSimple`).
 
-    Scale s in (1, 2, 4, 8) has width max(128, D // s); its image map is block `segmentation_blocks[i]`
+    Scale s in (1, 2, 4, 8) has width max(min_width, D // s) (official: min_width 128); its image map is block `segmentation_blocks[i]`
     normalised by `normv[i]` and upsampled (`lat`), its condition the mean over audio tokens of the last
     block of norma[i](proja[i](.)), tiled. The decoder path (`top`, `up`) doubles resolution per scale,
     the predictor doubles once more: logits at 16x the image token grid.
+
+    ``min_width`` below 128 lets the decoder shrink with a small encoder: at D = 128 the official floor
+    keeps every scale 128 wide, and the decoder then costs ~50x the tiny encoder's pass (AV-Digits uses 32).
     """
 
     task = "segment"
 
-    def __init__(self, encoder: nn.Module, num_classes: int = 1):
+    def __init__(self, encoder: nn.Module, num_classes: int = 1, min_width: int = MIN_WIDTH):
         super().__init__()
         d = encoder.embed_dim
-        if d < MIN_WIDTH:
-            raise ConfigError(f"the segmentation decoder needs embed_dim >= {MIN_WIDTH} (its top stage concatenates "
-                              f"the D-channel image map with a max({MIN_WIDTH}, D)-channel audio condition into "
-                              f"2*D channels); got embed_dim {d}")
+        if min_width < 1:
+            raise ConfigError(f"the segmentation decoder's min_width must be >= 1, got {min_width}")
+        if d < min_width:
+            raise ConfigError(f"the segmentation decoder needs embed_dim >= min_width {min_width} (its top stage "
+                              f"concatenates the D-channel image map with a max({min_width}, D)-channel audio condition "
+                              f"into 2*D channels); got embed_dim {d}")
         if num_classes < 1:
             raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
         patch = encoder.image.patch_embed.patch_size
@@ -75,9 +80,9 @@ class Segmenter(AVModel):
             raise ConfigError(f"the segmentation decoder upsamples the image grid x{UPSAMPLING}, so it needs image "
                               f"patch size {UPSAMPLING} to predict at image resolution; got {patch}")
         self.num_classes = num_classes
-        self.options = dict(num_classes=num_classes)
+        self.options = dict(num_classes=num_classes, min_width=min_width)
         self.encoder = encoder
-        widths = [max(MIN_WIDTH, d // s) for s in SCALES]
+        widths = [max(min_width, d // s) for s in SCALES]
         self.normv = nn.ModuleList([nn.LayerNorm(d) for _ in SCALES])
         self.proja = nn.ModuleList([nn.Linear(d, w) for w in widths])
         self.norma = nn.ModuleList([nn.LayerNorm(w) for w in widths])

@@ -9,6 +9,7 @@ mean cIoU under each binarisation rule of the recipe. See docs/localization.md.
 from __future__ import annotations
 
 import logging
+import weakref
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal
@@ -23,6 +24,7 @@ from avfusion.errors import CheckpointError, ConfigError, DataError
 from avfusion.tasks.common import (AVDIGITS, DataConfig, EpochSamples, ModelConfig, build_dataset, encoder_config_for,
                                    init_streams, ramped_streams)
 from avfusion.tasks.evaluation import EvaluationReport
+from avfusion.tasks.feature_cache import FeatureCache
 from avfusion.tasks.weights import encoder_param_hints, layer_id_fn, load_encoder_init
 
 log = logging.getLogger(__name__)
@@ -81,6 +83,11 @@ class LocalizeConfig:
             half-pixel centres: each patch's value sits at its centre) or "corners" (the metric's own
             bilinear resize with align_corners=True, as the EZ-VSL code does; it stretches the grid of
             patch centres to the image corners).
+        cache_features: keep the frozen encoder's features of every training item after their first
+            use, so later epochs train the heads alone (``avfusion.tasks.feature_cache``). Needs
+            ``model.freeze_encoder``, ``model.neutral_partner`` and a training set that is the same every
+            epoch (AV-Digits with ``data.fresh=false``); on AV-Digits the heads then see many more pairs per
+            CPU-second (docs/avdigits.md). The cache lives in memory (items x image tokens x width).
     """
 
     readout: Literal["contrastive", "attention"] = "contrastive"
@@ -93,6 +100,7 @@ class LocalizeConfig:
     binarize: tuple[str, ...] = ("median", "fixed@0.5")
     gt_size: int = 224
     upsample: Literal["patch_centres", "corners"] = "patch_centres"
+    cache_features: bool = False
 
     def __post_init__(self) -> None:
         from avfusion.metrics.localization import binarize_map
@@ -197,14 +205,46 @@ class LocalizeTask(Task):
                               "RECIPE localize.readout=attention --checkpoint PRETRAINED`")
         if cfg.train.batch_size < 2:
             raise ConfigError("contrastive training contrasts the pairs of a batch: train.batch_size must be >= 2")
+        if cfg.localize.cache_features:
+            if not (cfg.model.freeze_encoder and cfg.model.neutral_partner):
+                raise ConfigError("localize.cache_features keeps the encoder's features of each training item, so "
+                                  "the encoder must not change and must see each side alone: set "
+                                  "model.freeze_encoder=true and model.neutral_partner=true, or cache_features=false")
+            if cfg.data.name != AVDIGITS or cfg.data.fresh:
+                raise ConfigError("localize.cache_features reuses each training item's features every epoch, so the "
+                                  "items must be the same every epoch: AV-Digits with data.fresh=false (clips of "
+                                  "other datasets are augmented anew each epoch); or set cache_features=false")
+        return self._train_set
+
+    @cached_property
+    def _train_set(self) -> Dataset:
+        cfg = self.cfg
         return EpochSamples(build_dataset(cfg.data, cfg.data.train_split, train=True, seed=cfg.train.seed))
+
+    @cached_property
+    def _feature_caches(self) -> "weakref.WeakKeyDictionary[nn.Module, FeatureCache]":
+        """One feature cache per model trained (``localize.cache_features``)."""
+        return weakref.WeakKeyDictionary()
+
+    def _cached_features(self, model: nn.Module, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        plain = unwrap(model)
+        if plain not in self._feature_caches:
+            device = next(plain.parameters()).device
+            self._feature_caches[plain] = FeatureCache(
+                self.train_dataset(), lambda batch: plain.neutral_features(batch["image"], batch["audio"]),
+                self.collate, lambda batch: self.to_device(batch, device))
+        pooled, tokens = self._feature_caches[plain].get(indices)
+        return pooled, tokens
 
     def batch_size(self, batch: dict) -> int:
         return int(batch["image"].shape[0])
 
     def loss(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         c = self.cfg.localize
-        out = model(batch["image"], batch["audio"], pairing=c.pairing, negatives=c.negatives)
+        if c.cache_features:
+            out = model(None, None, pairing=c.pairing, features=self._cached_features(model, batch["index"]))
+        else:
+            out = model(batch["image"], batch["audio"], pairing=c.pairing, negatives=c.negatives)
         return out.loss, {}
 
     # ------------------------------------------------------------------ evaluation

@@ -38,10 +38,13 @@ class SegmentModelConfig(ModelConfig):
     Attributes:
         pretrained: encoder weights: a ``save_pretrained`` directory (any task) or an official file.
         num_classes: 1 for binary masks; null: 1, or the index's class count for avsbench_avss (71).
+        decoder_min_width: the decoder's narrowest width (official 128; each scale is max(this, D / scale)).
+            A smaller floor suits a small encoder: see ``avfusion.models.segmentation.Segmenter``.
     """
 
     pretrained: str | None = None
     num_classes: int | None = None
+    decoder_min_width: int = 128
 
 
 @dataclass
@@ -187,7 +190,8 @@ class SegmentTask(Task):
 
         cfg = self.cfg
         m = cfg.model
-        model = build_model("segment", encoder_config_for(m, cfg.data), num_classes=self.num_classes)
+        model = build_model("segment", encoder_config_for(m, cfg.data), num_classes=self.num_classes,
+                            min_width=m.decoder_min_width)
         if m.pretrained:
             load_encoder_init(model.encoder, m.pretrained)
         else:
