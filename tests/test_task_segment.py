@@ -82,14 +82,20 @@ def test_an_official_segmentation_file_evaluates_as_its_directory(tmp_path):
     import avfusion
     from avfusion.tasks.evaluation import EvaluationReport
 
-    run = tmp_path / "seg"
-    assert main(["train", "segment", RECIPE, *FAST, "--output", str(run)]) == 0
+    from avfusion.errors import CheckpointError
+
+    run, official_decoder = tmp_path / "seg", "model.decoder_min_width=128"
+    assert main(["train", "segment", RECIPE, *FAST, official_decoder, "--output", str(run)]) == 0
     avfusion.export_official(avfusion.from_pretrained(run / "final"), tmp_path / "segm.pth")
-    assert main(["evaluate", "segment", RECIPE, *FAST, "--checkpoint", str(tmp_path / "segm.pth"),
+    assert main(["evaluate", "segment", RECIPE, *FAST, official_decoder, "--checkpoint", str(tmp_path / "segm.pth"),
                  "--output", str(tmp_path / "eval")]) == 0
     official = EvaluationReport.read(tmp_path / "eval" / "evaluation.json")
     trained = EvaluationReport.read(run / "evaluation.json")
     assert official.metrics() == pytest.approx(trained.metrics(), abs=1e-6)
+    narrow = SegmentTask(load_config(SegmentRecipe, RECIPE, FAST)).build_model()  # the AV-Digits floor, 32
+    with pytest.raises(CheckpointError, match="width floor 32"):
+        avfusion.export_official(narrow, tmp_path / "narrow.pth")
+    assert not (tmp_path / "narrow.pth").exists()
 
 
 def test_avdigits_baselines_by_hand():
