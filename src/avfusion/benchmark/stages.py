@@ -99,7 +99,7 @@ def _sizes(scenes: int, eval_scenes: int, epochs: int, batch: int, *extra: str) 
 
 
 _PROBE_FULL = (_sizes(2000, 500, 6, 64), 42.0)
-_LOCALIZE_FULL = (_sizes(6000, 500, 27, 128), 100.0)  # the heads on cached features (localize.yaml)
+_LOCALIZE_FULL = (_sizes(8000, 500, 20, 128), 110.0)  # the heads on cached features (localize.yaml)
 _SEPARATE_FULL = (_sizes(900, 100, 3, 8), 122.0)
 _SEGMENT_FULL = (_sizes(1200, 200, 2, 8), 135.0)
 
