@@ -70,7 +70,7 @@ def test_train_and_evaluate_on_avdigits_through_the_commands(tmp_path, capsys):
     run = tmp_path / "seg"
     assert main(["train", "segment", RECIPE, *FAST, "--output", str(run)]) == 0
     rows = json.loads((run / "evaluation.json").read_text())["rows"]
-    assert {r["subject"] for r in rows} == {"model", "all_foreground", "all_digits"}
+    assert {r["subject"] for r in rows} == {"model", "all_foreground", "all_digits", "all_strokes"}
     assert {r["protocol"] for r in rows} == {"avdigits/binary@0.5", "official"}
     assert all(r["n"] == 4 for r in rows)
     capsys.readouterr()
@@ -109,8 +109,14 @@ def test_avdigits_baselines_by_hand():
     fg_iou = np.mean([it["mask"].sum().item() / npix for it in items])
     assert report.get("all_foreground", "fg_iou").value == pytest.approx(fg_iou)
     digits = np.mean([(it["mask"] & it["all_digits"]).sum().item() / it["all_digits"].sum().item() for it in items])
+    strokes = np.mean([it["mask"].sum().item() / it["all_strokes"].sum().item() for it in items])  # mask within
     rows = {(r.subject, r.metric, r.protocol): r.value for r in report.rows}
     assert rows[("all_digits", "fg_iou", "avdigits/binary@0.5")] == pytest.approx(digits)
+    assert rows[("all_strokes", "fg_iou", "avdigits/binary@0.5")] == pytest.approx(strokes)
+    for it in items:  # boxes: every digit's box; strokes: inside them, the speaking digit's among them
+        assert torch.equal(it["all_strokes"] & it["mask"], it["mask"]) and not (it["all_strokes"] & ~it["all_digits"]).any()
+        assert (it["all_strokes"].sum() < it["all_digits"].sum()) and (it["num_digits"] > 1) == bool(
+            (it["all_strokes"] & ~it["mask"]).any())
 
 
 # ----------------------------------------------------------------------------- AVSBench layout

@@ -161,7 +161,10 @@ def _segmentation(data: dict) -> list[str]:
         rows.append([f"baseline: {name}", b.get("fg_iou"), b.get("F"), (b.get("official") or {}).get("miou_fg"),
                      b["protocol"], str(b["N"])])
     return ["## Segmentation (pixels of the speaking digit)", "",
-            *_table(["prediction", "fg IoU", "F (beta^2 0.3)", "fg IoU (official)", "protocol", "N"], rows)]
+            *_table(["prediction", "fg IoU", "F (beta^2 0.3)", "fg IoU (official)", "protocol", "N"], rows),
+            "`all_digits`: every visible digit's box (the target's baseline); `all_strokes`: every visible "
+            "digit's strokes, what a segmenter that finds the digits but does not pick the speaking one "
+            "predicts: beating it is what shows the sound is used.", ""]
 
 
 def _training_pool(modality: str, max_digits: int) -> str:

@@ -106,7 +106,7 @@ _SEGMENT_FULL = (_sizes(1200, 200, 2, 8), 135.0)
 #: Default sizes (the full run): stage -> (overrides, estimate in seconds on 2 idle cores, two stages at a
 #: time: the wall times of a full run on 2026-12-06).
 FULL: dict[str, tuple[tuple[str, ...], float]] = {
-    "unimodal_image": (_sizes(3840, 500, 10, 64), 136.0),
+    "unimodal_image": (_sizes(3840, 500, 15, 64), 205.0),
     "unimodal_audio": (_sizes(3840, 500, 5, 64), 40.0),
     "pretrain": (_sizes(4000, 500, 3, 32), 112.0),
     "linear_probe": _PROBE_FULL,

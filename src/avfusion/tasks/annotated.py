@@ -6,8 +6,9 @@ processing) plus, in pixels of the ``data.image_size`` canvas:
 - ``box`` (4,) float32: the sounding digit's box (x0, y0, x1, y1), exclusive ends;
 - ``boxes`` (3, 4) float32 and ``num_digits``: every visible digit's box (zero rows pad);
 - ``mask`` (S, S) bool: the sounding digit's stroke mask;
-- ``all_digits`` (S, S) bool: the union of every visible digit's stroke mask when the scene carries
-  them (key ``masks``), else the union of their boxes; :attr:`AnnotatedAVDigits.all_digits_kind` says which.
+- ``all_digits`` (S, S) bool: the union of every visible digit's box (the segmentation target's baseline);
+- ``all_strokes`` (S, S) bool: the union of every visible digit's stroke mask: what a segmenter that
+  finds the digits but does not pick the speaking one predicts.
 """
 from __future__ import annotations
 
@@ -32,7 +33,6 @@ class AnnotatedAVDigits(AVDigitsTaskSet):
 
     def __init__(self, split: str, data: DataConfig, seed: int = 0, size: int | None = None, train: bool = False):
         super().__init__(split, data, seed, size, train)
-        self.all_digits_kind = "masks" if len(self.scenes) and "masks" in self.scenes[0] else "boxes"
 
     def _prepare(self, i: int) -> dict[str, Any]:
         from avfusion.audio import log_mel_spectrogram
@@ -40,10 +40,6 @@ class AnnotatedAVDigits(AVDigitsTaskSet):
         scene = self.scenes[i]
         size = self.data.image_size
         k = int(scene["num_digits"])
-        if "masks" in scene:
-            all_digits = np.asarray(scene["masks"], dtype=bool)[:k].any(0)
-        else:
-            all_digits = boxes_mask(scene["boxes"][:k], size)
         return {
             "image": torch.from_numpy(scene["image"]).permute(2, 0, 1).contiguous(),  # (3, S, S) uint8
             "audio": log_mel_spectrogram(torch.from_numpy(scene["audio"]), self.data.sample_rate,
@@ -53,7 +49,8 @@ class AnnotatedAVDigits(AVDigitsTaskSet):
             "boxes": torch.as_tensor(scene["boxes"], dtype=torch.float32),
             "num_digits": k,
             "mask": torch.from_numpy(np.asarray(scene["mask"], dtype=bool)),
-            "all_digits": torch.from_numpy(all_digits),
+            "all_digits": torch.from_numpy(boxes_mask(scene["boxes"][:k], size)),
+            "all_strokes": torch.from_numpy(np.asarray(scene["masks"], dtype=bool)[:k].any(0)),
         }
 
     def __getitem__(self, index: int) -> dict[str, Any]:

@@ -5,7 +5,8 @@ Evaluation scores every annotated frame (docs/protocols.md): binary tasks under 
 and ``official``; AVSS under ``semantic`` (unseen classes skipped, and counted as 0 as AVSBench's
 script does) and, on the foreground probability 1 - p(background), ``avsbench`` and ``official``.
 AV-Digits (docs/avdigits.md): pixels of the speaking digit, foreground IoU and F (beta^2 0.3) of the
-mask prob > 0.5 per image, averaged, beside the ``all_foreground`` and ``all_digits`` baselines.
+mask prob > 0.5 per image, averaged, beside the ``all_foreground``, ``all_digits`` (every visible digit's box)
+and ``all_strokes`` (every visible digit's strokes: no choice of the speaking one) baselines.
 """
 from __future__ import annotations
 
@@ -249,15 +250,15 @@ class SegmentTask(Task):
 
         gt = batch["mask"][j].numpy()
         candidates = {"model": prob, "all_foreground": np.ones_like(prob),
-                      "all_digits": batch["all_digits"][j].numpy().astype(np.float64)}
+                      "all_digits": batch["all_digits"][j].numpy().astype(np.float64),
+                      "all_strokes": batch["all_strokes"][j].numpy().astype(np.float64)}
         return {name: {**binary_scores(p, gt), "official": official_frame(p, gt)} for name, p in candidates.items()}
 
     def _avdigits_report(self, items: dict) -> EvaluationReport:
         from avfusion.metrics.segmentation import summarize_official
 
-        kind = getattr(self._eval_set, "all_digits_kind", "masks")
         report = EvaluationReport("segment", dataset=AVDIGITS, split=self.cfg.data.eval_split,
-                                  baselines="all_foreground,all_digits", all_digits_from=kind)
+                                  baselines="all_foreground,all_digits,all_strokes")
         values = list(items.values())
         for subject in values[0]:
             for metric in ("fg_iou", "F"):

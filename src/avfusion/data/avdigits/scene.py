@@ -64,18 +64,18 @@ def _compose(rng: np.random.Generator, split: str, image_size: int, layout: str,
     corners = canvas.layout(rng, [g.size for g in glyphs], image_size, canvas.layout_step(layout))
 
     boxes = np.zeros((MAX_DIGITS, 4), dtype=np.int64)
-    mask = np.zeros((image_size, image_size), dtype=bool)
+    masks = np.zeros((MAX_DIGITS, image_size, image_size), dtype=bool)
     for j, (glyph, (y, x)) in enumerate(zip(glyphs, corners)):
         boxes[j], stroke = canvas.paint(img, glyph, y, x)
-        if j == sounding:
-            mask[y:y + glyph.size, x:x + glyph.size] = stroke
+        masks[j, y:y + glyph.size, x:x + glyph.size] = stroke
     image = canvas.finish(rng, img)
     pad = [-1] * (MAX_DIGITS - k)
     scene = {
         "image": image,  # (S, S, 3) uint8
         "label": label,
         "box": boxes[sounding].copy(),  # (4,) x0, y0, x1, y1, exclusive ends
-        "mask": mask,  # (S, S) bool
+        "mask": masks[sounding].copy(),  # (S, S) bool
+        "masks": masks,  # (3, S, S) bool, every digit's stroke mask (all False = no digit)
         "classes": np.array(classes + pad, dtype=np.int64),  # (3,), -1 = no digit
         "boxes": boxes,  # (3, 4), zeros = no digit
         "num_digits": k,
@@ -106,7 +106,8 @@ def render_scene(split: str, index: int, seed: int = 0, image_size: int = DEFAUL
     """Scene ``index`` of ``split``; byte-identical for the same arguments.
 
     Keys: image (S,S,3) uint8, audio (16000,) float32 at 16 kHz, label, box (4,) and mask (S,S) of
-    the sounding digit, classes (3,) and boxes (3,4) of all digits (padded with -1 / 0), num_digits,
+    the sounding digit, classes (3,), boxes (3,4) and stroke masks (3,S,S) of all digits (padded with
+    -1 / 0 / False), num_digits,
     sounding, image_ids, source, offset, snr_db, noise. Boxes are (x0, y0, x1, y1) pixels with
     exclusive ends, tight around each digit's stroke mask (upscaled intensity > 0.5).
     """
