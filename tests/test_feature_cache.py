@@ -2,6 +2,7 @@
 the localiser's loss from cached features equal to the loss from the encoder."""
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import pytest
@@ -85,6 +86,9 @@ def test_the_localiser_loss_from_cached_features_equals_the_encoder_pass():
     assert model.query_proj[1].weight.grad is not None
     assert all(p.grad is None for p in model.encoder.parameters())
     assert len(task._feature_caches[model]) == 12  # every chunk of the 12 training scenes
+    del model, cached, direct
+    gc.collect()
+    assert len(task._feature_caches) == 0  # a model's cache goes with it
 
 
 @pytest.mark.parametrize("extra, problem", [

@@ -230,8 +230,9 @@ class LocalizeTask(Task):
         plain = unwrap(model)
         if plain not in self._feature_caches:
             device = next(plain.parameters()).device
+            owner = weakref.ref(plain)  # the cache must not keep its own key alive
             self._feature_caches[plain] = FeatureCache(
-                self.train_dataset(), lambda batch: plain.neutral_features(batch["image"], batch["audio"]),
+                self.train_dataset(), lambda batch: owner().neutral_features(batch["image"], batch["audio"]),
                 self.collate, lambda batch: self.to_device(batch, device))
         pooled, tokens = self._feature_caches[plain].get(indices)
         return pooled, tokens
