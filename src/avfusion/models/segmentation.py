@@ -53,10 +53,10 @@ class SegmentationOutput:
 class Segmenter(AVModel):
     """Encoder + segmentation decoder (official `AVSegmSimple`).
 
-    Scale s in (1, 2, 4, 8) has width max(min_width, D // s) (official: min_width 128); its image map is block `segmentation_blocks[i]`
-    normalised by `normv[i]` and upsampled (`lat`), its condition the mean over audio tokens of the last
-    block of norma[i](proja[i](.)), tiled. The decoder path (`top`, `up`) doubles resolution per scale,
-    the predictor doubles once more: logits at 16x the image token grid.
+    Scale s in (1, 2, 4, 8) has width max(min_width, D // s) (official: min_width 128); its image map
+    is block `segmentation_blocks[i]` normalised by `normv[i]` and upsampled (`lat`), its condition the
+    mean over audio tokens of the last block of norma[i](proja[i](.)), tiled. The decoder path (`top`,
+    `up`) doubles resolution per scale, the predictor doubles once more: logits at 16x the token grid.
 
     ``min_width`` below 128 lets the decoder shrink with a small encoder: at D = 128 the official floor
     keeps every scale 128 wide, and the decoder then costs ~50x the tiny encoder's pass (AV-Digits uses 32).
@@ -71,8 +71,8 @@ class Segmenter(AVModel):
             raise ConfigError(f"the segmentation decoder's min_width must be >= 1, got {min_width}")
         if d < min_width:
             raise ConfigError(f"the segmentation decoder needs embed_dim >= min_width {min_width} (its top stage "
-                              f"concatenates the D-channel image map with a max({min_width}, D)-channel audio condition "
-                              f"into 2*D channels); got embed_dim {d}")
+                              f"concatenates the D-channel image map with a max({min_width}, D)-channel audio "
+                              f"condition into 2*D channels); got embed_dim {d}")
         if num_classes < 1:
             raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
         patch = encoder.image.patch_embed.patch_size
