@@ -99,23 +99,23 @@ def _sizes(scenes: int, eval_scenes: int, epochs: int, batch: int, *extra: str) 
 
 
 _PROBE_FULL = (_sizes(2000, 500, 6, 64), 42.0)
-_LOCALIZE_FULL = (_sizes(8000, 500, 20, 128), 110.0)  # the heads on cached features (localize.yaml)
+_LOCALIZE_FULL = (_sizes(8000, 500, 20, 128), 98.0)  # the heads on cached features (localize.yaml)
 # Separation: the separator reaches the image-blind optimum within ~50 steps and its held-out loss is the
 # same with the right and the swapped image after 300 (docs/avdigits.md): 150 steps each, model and
 # audio-only alike, leave the budget to the stages that measurably use it.
 _SEPARATE_FULL = (_sizes(600, 100, 2, 8), 70.0)
-_SEGMENT_FULL = (_sizes(1200, 200, 2, 8), 170.0)
+_SEGMENT_FULL = (_sizes(1200, 200, 2, 8), 167.0)
 
 #: Default sizes (the full run): stage -> (overrides, estimate in seconds on 2 idle cores, two stages at a
-#: time: the wall times of a full run on 2026-12-06).
+#: time: the wall times of the full run of 12ab5df on 2026-12-06).
 FULL: dict[str, tuple[tuple[str, ...], float]] = {
-    "unimodal_image": (_sizes(3840, 500, 15, 64), 230.0),
+    "unimodal_image": (_sizes(3840, 500, 15, 64), 214.0),
     "unimodal_audio": (_sizes(3840, 500, 5, 64), 40.0),
     "pretrain": (_sizes(4000, 500, 3, 32), 119.0),
     "linear_probe": _PROBE_FULL,
     "linear_probe_stage1": _PROBE_FULL,
     "linear_probe_random_init": _PROBE_FULL,
-    "finetune": (_sizes(3500, 500, 4, 32), 125.0),
+    "finetune": (_sizes(3500, 500, 4, 32), 119.0),
     "localize": _LOCALIZE_FULL,
     "localize_stage1": _LOCALIZE_FULL,
     "separate": _SEPARATE_FULL,
