@@ -193,15 +193,15 @@ def load_state_strict(model: torch.nn.Module, state: Mapping[str, torch.Tensor],
 def export_official(model: torch.nn.Module, path: str | os.PathLike | None = None, **extra) -> dict:
     """Our model -> an official-layout checkpoint dict {"state_dict": ...}; written atomically when `path`.
 
-    Only the official architectures have an official layout: a segmenter whose decoder has another width
-    floor than the official 128 (``min_width``) is refused, as the official code could not load it.
+    Only the official architectures have an official layout: a model whose options the official code
+    lacks (``AVModel.official_layout_conflict``, e.g. a segmenter with a narrower decoder) is refused.
     """
-    from avfusion.models.segmentation import MIN_WIDTH
+    from avfusion.models.base import AVModel
 
-    min_width = getattr(model, "options", {}).get("min_width", MIN_WIDTH)
-    if min_width != MIN_WIDTH:
-        raise CheckpointError(f"this segmenter's decoder has width floor {min_width}, the official one {MIN_WIDTH}: "
-                              "the official layout cannot hold it; keep it in ours (avfusion.save_pretrained)")
+    conflict = model.official_layout_conflict() if isinstance(model, AVModel) else None
+    if conflict:
+        raise CheckpointError(f"the official layout cannot hold this {model.task} model: {conflict}; keep it in "
+                              "ours (avfusion.save_pretrained)")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     if getattr(model, "task", "encoder") == "encoder":
         state = {f"encoder.{k}": v for k, v in state.items()}

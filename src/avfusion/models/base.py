@@ -15,3 +15,8 @@ class AVModel(nn.Module):
 
     task = "encoder"
     options: dict
+
+    def official_layout_conflict(self) -> str | None:
+        """Why the official checkpoint layout cannot hold this model (an option the official code does not
+        have), or None: the official architectures. ``avfusion.export_official`` refuses on a reason."""
+        return None

@@ -99,6 +99,10 @@ class Segmenter(AVModel):
         for module in (self.normv, self.proja, self.norma, self.top, self.lat, self.up, self.predictor):
             init_decoder_weights(module, zero_conv_bias=True)
 
+    def official_layout_conflict(self) -> str | None:
+        floor = self.options["min_width"]
+        return None if floor == MIN_WIDTH else f"its decoder has width floor {floor}, the official one {MIN_WIDTH}"
+
     def decode(self, image_layers: Sequence[torch.Tensor], audio_last: torch.Tensor,
                image_grid: tuple[int, int]) -> torch.Tensor:
         """image_layers: per encoder block (B, Nv, D) before the final norm; audio_last: (B, Na, D) audio

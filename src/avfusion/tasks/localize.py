@@ -234,8 +234,7 @@ class LocalizeTask(Task):
             self._feature_caches[plain] = FeatureCache(
                 self.train_dataset(), lambda batch: owner().neutral_features(batch["image"], batch["audio"]),
                 self.collate, lambda batch: self.to_device(batch, device))
-        pooled, tokens = self._feature_caches[plain].get(indices)
-        return pooled, tokens
+        return self._feature_caches[plain].get(indices)
 
     def batch_size(self, batch: dict) -> int:
         return int(batch["image"].shape[0])
