@@ -16,7 +16,7 @@ import avfusion
 from avfusion.checkpoints import save_pretrained
 from avfusion.errors import ConfigError, DataError
 from avfusion.models.encoder import EarlyFusionEncoder, EncoderConfig
-from avfusion.models.segmentation import Segmenter, segmentation_blocks, segmentation_loss
+from avfusion.models.segmentation import Predictor, Segmenter, segmentation_blocks, segmentation_loss
 from tests.conftest import assert_close_rel
 
 
@@ -151,3 +151,22 @@ def test_a_lower_width_floor_shrinks_the_decoder_and_survives_save_and_load(tmp_
     assert again.options["min_width"] == 32
     with torch.no_grad():
         assert torch.equal(again(image, audio).logits, logits)
+
+
+@pytest.mark.parametrize("num_classes", [1, 3])
+def test_folded_predictor_computes_the_three_layers_and_their_gradients(num_classes):
+    """The predictor folds its second conv into its first (nothing non-linear between them): its output and
+    every gradient equal the plain conv -> bilinear x2 -> conv, including at the zero-padded border."""
+    torch.manual_seed(0)
+    predictor = Predictor(8, num_classes, hidden=16)
+    for p in predictor.parameters():
+        torch.nn.init.normal_(p)  # non-zero biases, so the bias folding is exercised
+    x = torch.randn(2, 8, 5, 7, requires_grad=True)
+    folded, plain = predictor(x), predictor.plain(x)
+    assert folded.shape == (2, num_classes, 10, 14)
+    assert_close_rel(folded, plain, 1e-5)
+    grad = torch.randn_like(plain)
+    inputs = [x, *predictor.parameters()]
+    for a, b in zip(torch.autograd.grad(folded, inputs, grad), torch.autograd.grad(plain, inputs, grad)):
+        assert_close_rel(a, b, 1e-5)
+    assert set(predictor.state_dict()) == {"0.weight", "0.bias", "2.weight", "2.bias"}  # the official keys

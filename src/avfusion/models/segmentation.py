@@ -44,6 +44,46 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tenso
     return F.cross_entropy(logits, target.long())
 
 
+class Predictor(nn.Sequential):
+    """The official predictor, conv 3x3 (in -> 128) -> bilinear x2 -> conv 3x3 (128 -> C), computed folded.
+
+    Nothing non-linear sits between the two convolutions, and bilinear upsampling mixes pixels with the
+    same weights in every channel (weights summing to 1), so it commutes with any per-pixel channel mix.
+    The second conv is a sum over its 9 offsets of a channel mix, each shifted; folding each offset's
+    mix into the first conv gives a conv (in -> 9C) at the low resolution, an upsampling of 9C channels
+    instead of 128, and 9 shifted sums at the high one. The same function (to float rounding), the same
+    parameters (``0.*``, ``2.*``, as the official checkpoints), gradients through them, and ~3x less work
+    for a segmenter's whole training step at AV-Digits scale (the plain 128 -> 1 conv at image resolution
+    ran at ~1 GFLOP/s on CPU). ``plain`` runs the three layers as written (the reference in the tests).
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, hidden: int = 128):
+        super().__init__(
+            nn.Conv2d(in_channels, hidden, kernel_size=3, padding=1),
+            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+            nn.Conv2d(hidden, num_classes, kernel_size=3, padding=1),
+        )
+
+    def plain(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        first, _, second = self
+        c, k = second.out_channels, second.kernel_size[0] * second.kernel_size[1]
+        mix = second.weight.flatten(2)  # (C, hidden, 9): the channel mix of each offset
+        weight = torch.einsum("chk,hiyx->ckiyx", mix, first.weight).flatten(0, 1)  # (9C, in, 3, 3)
+        bias = torch.einsum("chk,h->ck", mix, first.bias).flatten()  # (9C,)
+        y = F.conv2d(x, weight, bias, padding=1)  # (B, 9C, H, W)
+        y = F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=False)
+        y = F.pad(y, (1, 1, 1, 1)).unflatten(1, (c, k))  # (B, C, 9, 2H + 2, 2W + 2), zero border
+        h, w = y.shape[-2] - 2, y.shape[-1] - 2
+        out = second.bias[None, :, None, None]
+        for i in range(k):
+            dy, dx = divmod(i, second.kernel_size[1])
+            out = out + y[:, :, i, dy:dy + h, dx:dx + w]
+        return out  # (B, C, 2H, 2W)
+
+
 @dataclass
 class SegmentationOutput:
     logits: torch.Tensor                   # (B, C, H, W) at image resolution
@@ -91,11 +131,7 @@ class Segmenter(AVModel):
         # Skip = [lateral image map ; audio condition], both of the next scale's width.
         self.up = nn.ModuleList([Up(widths[i], widths[i + 1], skip_channels=2 * widths[i + 1])
                                  for i in range(len(SCALES) - 1)])
-        self.predictor = nn.Sequential(
-            nn.Conv2d(widths[-1], 128, kernel_size=3, padding=1),
-            nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
-            nn.Conv2d(128, num_classes, kernel_size=3, padding=1),
-        )
+        self.predictor = Predictor(widths[-1], num_classes)
         for module in (self.normv, self.proja, self.norma, self.top, self.lat, self.up, self.predictor):
             init_decoder_weights(module, zero_conv_bias=True)
 
