@@ -101,10 +101,11 @@ def _sizes(scenes: int, eval_scenes: int, epochs: int, batch: int, *extra: str) 
 _PROBE_FULL = (_sizes(2000, 500, 6, 64), 42.0)
 _LOCALIZE_FULL = (_sizes(8000, 500, 20, 128), 98.0)  # the heads on cached features (localize.yaml)
 # Separation: the separator reaches the image-blind optimum within ~50 steps and its held-out loss is the
-# same with the right and the swapped image after 300 (docs/avdigits.md): 150 steps each, model and
-# audio-only alike, leave the budget to the stages that measurably use it.
-_SEPARATE_FULL = (_sizes(600, 100, 2, 8), 70.0)
-_SEGMENT_FULL = (_sizes(1200, 200, 2, 8), 167.0)
+# same with the right and the swapped image after 300 (docs/avdigits.md): 50 steps each, model and
+# audio-only alike, leave the budget to the stage that measurably uses it, segmentation, where the choice
+# of the speaking digit appears only after ~8,000 samples (segment.yaml).
+_SEPARATE_FULL = (_sizes(200, 100, 2, 8), 30.0)
+_SEGMENT_FULL = (_sizes(4000, 200, 2, 16), 255.0)
 
 #: Default sizes (the full run): stage -> (overrides, estimate in seconds on 2 idle cores, two stages at a
 #: time: the wall times of the full run of 12ab5df on 2026-12-06).
