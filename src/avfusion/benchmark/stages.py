@@ -104,11 +104,11 @@ _LOCALIZE_FULL = (_sizes(8000, 500, 20, 128), 98.0)  # the heads on cached featu
 # same with the right and the swapped image after 300 (docs/avdigits.md): 50 steps each, model and
 # audio-only alike, leave the budget to the stage that measurably uses it, segmentation, where the choice
 # of the speaking digit appears only after ~8,000 samples (segment.yaml).
-_SEPARATE_FULL = (_sizes(200, 100, 2, 8), 30.0)
-_SEGMENT_FULL = (_sizes(4000, 200, 2, 16), 255.0)
+_SEPARATE_FULL = (_sizes(200, 100, 2, 8), 35.0)
+_SEGMENT_FULL = (_sizes(4000, 200, 2, 16), 231.0)
 
 #: Default sizes (the full run): stage -> (overrides, estimate in seconds on 2 idle cores, two stages at a
-#: time: the wall times of the full run of 12ab5df on 2026-12-06).
+#: time: the wall times of the full runs of 12ab5df and, for segmentation and separation, 009777b, 2026-12-06).
 FULL: dict[str, tuple[tuple[str, ...], float]] = {
     "unimodal_image": (_sizes(3840, 500, 15, 64), 214.0),
     "unimodal_audio": (_sizes(3840, 500, 5, 64), 40.0),
