@@ -84,7 +84,7 @@ def test_report_json_has_every_required_number_with_protocol_and_n(quick_run):
 
 def test_learning_happened(quick_run):
     """What a 2-minute run learns, measured (docs/avdigits.md): each stage-1 stream learns its digits,
-    masked reconstruction improves, fine-tuning leaves chance."""
+    masked reconstruction improves, fine-tuning leaves chance, segmentation beats the boxes of every digit."""
     out, report, _ = quick_run
     assert get(report, "unimodal.image.top1") > 0.3 and get(report, "unimodal.audio.top1") > 0.3  # chance 0.1
     assert get(report, "unimodal.image.objective") == "supervised"
@@ -97,6 +97,9 @@ def test_learning_happened(quick_run):
     losses = [r["loss"] for r in records if isinstance(r.get("loss"), (int, float))]
     assert len(losses) >= 4 and losses[-1] < 0.9 * losses[0]
     assert losses[-1] < math.log(10), "fine-tuning loss above that of a uniform prediction over 10 digits"
+    # the segmenter outlines digits (measured 0.43 against 0.29 for the boxes); it does not choose the speaking
+    # one yet at this size, so it stays below every digit's strokes (the full run's comparison)
+    assert get(report, "segmentation.fg_iou") > get(report, "segmentation.baselines.all_digits.fg_iou") + 0.05
     met = {t["target"]: t["met"] for t in report["targets"]}
     assert met["linear probe, joint top-1"] is (get(report, "classification.linear_probe.joint.top1") >= 0.9)
 
