@@ -153,12 +153,14 @@ def test_a_lower_width_floor_shrinks_the_decoder_and_survives_save_and_load(tmp_
         assert torch.equal(again(image, audio).logits, logits)
 
 
-@pytest.mark.parametrize("num_classes", [1, 3])
-def test_folded_predictor_computes_the_three_layers_and_their_gradients(num_classes):
-    """The predictor folds its second conv into its first (nothing non-linear between them): its output and
-    every gradient equal the plain conv -> bilinear x2 -> conv, including at the zero-padded border."""
+@pytest.mark.parametrize("num_classes, folds", [(1, True), (3, True), (8, False)])
+def test_folded_predictor_computes_the_three_layers_and_their_gradients(num_classes, folds):
+    """The predictor folds its second conv into its first (nothing non-linear between them) when that
+    upsamples fewer channels (9 x classes < hidden): its output and every gradient equal the plain
+    conv -> bilinear x2 -> conv, including at the zero-padded border."""
     torch.manual_seed(0)
-    predictor = Predictor(8, num_classes, hidden=16)
+    predictor = Predictor(8, num_classes, hidden=64)
+    assert predictor.folds is folds
     for p in predictor.parameters():
         torch.nn.init.normal_(p)  # non-zero biases, so the bias folding is exercised
     x = torch.randn(2, 8, 5, 7, requires_grad=True)

@@ -52,9 +52,10 @@ class Predictor(nn.Sequential):
     The second conv is a sum over its 9 offsets of a channel mix, each shifted; folding each offset's
     mix into the first conv gives a conv (in -> 9C) at the low resolution, an upsampling of 9C channels
     instead of 128, and 9 shifted sums at the high one. The same function (to float rounding), the same
-    parameters (``0.*``, ``2.*``, as the official checkpoints), gradients through them, and ~3x less work
-    for a segmenter's whole training step at AV-Digits scale (the plain 128 -> 1 conv at image resolution
-    ran at ~1 GFLOP/s on CPU). ``plain`` runs the three layers as written (the reference in the tests).
+    parameters (``0.*``, ``2.*``, as the official checkpoints), gradients through them, and a 2.3x cheaper
+    training step for an AV-Digits segmenter (the plain 128 -> 1 conv at image resolution ran at ~1
+    GFLOP/s on CPU). With many classes (9C >= 128, e.g. AVSS's 71) folding would upsample more channels,
+    not fewer, so the layers run as written (``plain``, also the reference in the tests).
     """
 
     def __init__(self, in_channels: int, num_classes: int, hidden: int = 128):
@@ -67,7 +68,15 @@ class Predictor(nn.Sequential):
     def plain(self, x: torch.Tensor) -> torch.Tensor:
         return super().forward(x)
 
+    @property
+    def folds(self) -> bool:
+        """Whether the folded computation is the cheaper one: fewer than ``hidden`` channels to upsample."""
+        second = self[2]
+        return second.out_channels * second.kernel_size[0] * second.kernel_size[1] < second.in_channels
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.folds:
+            return self.plain(x)
         first, _, second = self
         c, k = second.out_channels, second.kernel_size[0] * second.kernel_size[1]
         mix = second.weight.flatten(2)  # (C, hidden, 9): the channel mix of each offset
