@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from avfusion.benchmark import run_benchmark
+from avfusion.benchmark.avdigits import default_jobs
 from avfusion.benchmark.progress import StageProgress, duration
 from avfusion.benchmark.stages import FULL, QUICK, plan, stage_keys
 from avfusion.cli import main
@@ -19,7 +20,7 @@ from avfusion.tasks.common import ENCODER_KEYS
 
 HEADS = ("image", "audio", "fusion", "joint")
 REQUIRED = [
-    "unimodal.image.top1", "unimodal.audio.top1",
+    "unimodal.image.patch_top1", "unimodal.audio.top1",
     *[f"classification.{probe}.{h}.top1"
       for probe in ("linear_probe", "linear_probe_stage1", "linear_probe_random_init", "finetune") for h in HEADS],
     *[f"localization.{r}.{m}" for r in ("contrastive", "attention") for m in ("AP50", "AUC", "mean_ciou")],
@@ -48,7 +49,8 @@ def quick_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("avdigits_quick")
     try:
         start = time.perf_counter()
-        report = run_benchmark(out, quick=True, progress=False)
+        # as the command runs it: two stages at a time in worker processes on 2 cores (one: in this process)
+        report = run_benchmark(out, quick=True, progress=False, jobs=default_jobs())
         wall = time.perf_counter() - start
     finally:
         torch.set_num_threads(threads)
@@ -83,10 +85,12 @@ def test_report_json_has_every_required_number_with_protocol_and_n(quick_run):
 
 
 def test_learning_happened(quick_run):
-    """What a 2-minute run learns, measured (docs/avdigits.md): each stage-1 stream learns its digits,
-    masked reconstruction improves, fine-tuning leaves chance, segmentation beats the boxes of every digit."""
+    """What a 2.5-minute run learns, measured (docs/avdigits.md): each stage-1 stream learns its digits,
+    masked reconstruction improves, fine-tuning leaves chance, the localiser beats a random visible digit and
+    segmentation beats the boxes of every digit."""
     out, report, _ = quick_run
-    assert get(report, "unimodal.image.top1") > 0.3 and get(report, "unimodal.audio.top1") > 0.3  # chance 0.1
+    # measured: 0.89 of the digit tokens named right (chance ~0.1), audio top-1 0.94
+    assert get(report, "unimodal.image.patch_top1") > 0.6 and get(report, "unimodal.audio.top1") > 0.6
     assert get(report, "unimodal.image.objective") == "supervised"
     pre = report["pretraining"]
     assert pre["loss_last"]["loss"] < 0.8 * pre["loss_first"]["loss"]
@@ -97,7 +101,12 @@ def test_learning_happened(quick_run):
     losses = [r["loss"] for r in records if isinstance(r.get("loss"), (int, float))]
     assert len(losses) >= 4 and losses[-1] < 0.9 * losses[0]
     assert losses[-1] < math.log(10), "fine-tuning loss above that of a uniform prediction over 10 digits"
-    # the segmenter outlines digits (measured 0.43 against 0.29 for the boxes); it does not choose the speaking
+    # the localiser trained without labels picks the speaking digit more often than a guess among the visible
+    # ones (measured 0.78 against 0.64 on 200 test scenes, on the stage-1 encoder 0.80)
+    random_digit = get(report, "localization.baselines.random_digit.AP50")
+    assert get(report, "localization.contrastive.AP50") > random_digit + 0.05
+    assert get(report, "localization.stage1.contrastive.AP50") > random_digit + 0.05
+    # the segmenter outlines digits (measured 0.46 against 0.29 for the boxes); it does not choose the speaking
     # one yet at this size, so it stays below every digit's strokes (the full run's comparison)
     assert get(report, "segmentation.fg_iou") > get(report, "segmentation.baselines.all_digits.fg_iou") + 0.05
     met = {t["target"]: t["met"] for t in report["targets"]}

@@ -10,11 +10,11 @@ The paper's three stages, at AV-Digits scale:
    and, for the linear probe, on a random encoder.
 
 Every stage trains through the one engine from a recipe of ``configs/avdigits`` plus dotted
-overrides: :data:`COMMON`, the stage's own sizes (:data:`FULL` or :data:`QUICK`: scenes, epochs,
+overrides: :data:`COMMON` (and :data:`QUICK_COMMON` for ``--quick``), the stage's own sizes (:data:`FULL` or :data:`QUICK`: scenes, epochs,
 batch), its own recipe changes, and the fusion type. Where the encoder's weights come from is the
 stage's ``encoder`` (:data:`ENCODERS`), turned into overrides once its inputs exist
 (:func:`encoder_overrides`). The encoder's architecture is not among the overrides: every AV-Digits
-recipe takes it from ``configs/avdigits/encoder_tiny.yaml``. ``estimate_s`` is the wall time a stage
+recipe takes it from ``configs/avdigits/encoder_tiny.yaml`` (``--quick`` only draws smaller canvases). ``estimate_s`` is the wall time a stage
 took on 2 idle CPU cores, one stage per core; the progress display scales it by how the finished
 stages compared with their estimates.
 """
@@ -126,33 +126,41 @@ FULL: dict[str, tuple[tuple[str, ...], float]] = {
     "segment_stage1": _SEGMENT_FULL,
 }
 
-_PROBE_QUICK = (_sizes(240, 200, 4, 32, "train.warmup_epochs=0.5"), 6.0)
-_LOCALIZE_QUICK = (_sizes(160, 100, 4, 32, "train.warmup_epochs=0.5"), 5.0)
-_SEPARATE_QUICK = (_sizes(160, 40, 1, 16, "train.warmup_epochs=0.2"), 18.0)
-# 80 steps of 8 outline the digits well enough to beat their boxes (quick encoder, 40 test scenes: fg IoU
-# 0.428 against 0.292 in 25 CPU-s; 40 steps: 0.324); choosing the speaking digit takes the full run's 500 of 16
-_SEGMENT_QUICK = (_sizes(640, 40, 1, 8, "train.warmup_epochs=0.2"), 30.0)
+#: ``--quick`` draws 64 x 64 canvases (4 x 4 patches; the full run: 96, 6 x 6) for every stage: the same
+#: encoder on fewer image tokens, half the cost of an image step, and the per-patch objective learns faster
+#: per step (image stream, 500 steps of 64 at peak lr 3e-3, share of digit tokens named right: 64 px 0.78 /
+#: 0.88 / 0.89 after 200 / 300 / 500 steps in 66 s; 96 px 0.66 / 0.84 / 0.88 in 130 s, docs/avdigits.md).
+QUICK_COMMON = ("data.image_size=64",)
 
-#: ``--quick``: the same pipeline, small enough for a test (about 2-3 minutes on 2 idle cores).
+_PROBE_QUICK = (_sizes(240, 200, 4, 32, "train.warmup_epochs=0.5"), 4.0)
+# The localiser's heads on 3,000 cached scenes: on the quick encoder 1,000 / 2,000 / 3,000 / 5,000 scenes give
+# AP50 0.58 / 0.65 / 0.72 on 100 test scenes, 3,000 / 5,000 give 0.675 / 0.685 on 200 (a random visible
+# digit: 0.64 on both)
+_LOCALIZE_QUICK = (_sizes(3000, 200, 20, 128), 27.0)
+_SEPARATE_QUICK = (_sizes(160, 40, 1, 16, "train.warmup_epochs=0.2"), 9.0)
+# 80 steps of 8 outline the digits well enough to beat their boxes (40 test scenes: fg IoU 0.46 against 0.29);
+# choosing the speaking digit takes the full run's 500 of 16
+_SEGMENT_QUICK = (_sizes(640, 40, 1, 8, "train.warmup_epochs=0.2"), 14.0)
+
+#: ``--quick``: the same pipeline, small enough for a test (about 2.5 minutes on 2 idle cores). Estimates: the
+#: wall times of a --quick run on 2 idle cores, 2026-12-07.
 QUICK: dict[str, tuple[tuple[str, ...], float]] = {
-    # the per-patch objective leaves chance only after ~100 steps of 64 (50: 0.06 of the digit tokens): the
-    # quick run's image stream learns one digit a canvas through a max-pooled head (50 steps: top-1 ~0.45)
-    "unimodal_image": (_sizes(1600, 200, 2, 64, "train.warmup_epochs=0.3", "unimodal.pool=max",
-                              "unimodal.max_digits=1"), 16.0),
-    "unimodal_audio": (_sizes(1600, 200, 2, 64, "train.warmup_epochs=0.3"), 10.0),  # 50 steps
+    # the localiser needs an image stream that names the digit under each patch: with 0.84 of the digit tokens
+    # (300 steps) the stage-1 localiser reaches AP50 0.71, with 0.89 (500 steps) 0.80 (3,000 scenes, 200 tests)
+    "unimodal_image": (_sizes(3200, 200, 10, 64, "train.warmup_epochs=1", "train.base_lr=1.2e-2"), 70.0),
+    "unimodal_audio": (_sizes(1600, 200, 8, 64, "train.warmup_epochs=1"), 32.0),  # 200 steps, beside the image
     # 16 steps at the full run's gentle lr (peak 1.5e-5) leave the new decoder where it started (loss
     # 5.57 -> 5.12): the quick run pretrains at 10x it, enough to see reconstruction improve
-    "pretrain": (_sizes(256, 100, 2, 32, "train.warmup_epochs=0.3", "train.base_lr=1.2e-3"), 9.0),
+    "pretrain": (_sizes(256, 100, 2, 32, "train.warmup_epochs=0.3", "train.base_lr=1.2e-3"), 5.0),
     "linear_probe": _PROBE_QUICK,
     "linear_probe_stage1": _PROBE_QUICK,
     "linear_probe_random_init": _PROBE_QUICK,
-    # fine-tuning needs ~100 steps to leave chance clearly at this size (14 steps stay at ~0.1, 60 reach ~0.13)
-    "finetune": (_sizes(640, 100, 5, 32), 59.0),
+    "finetune": (_sizes(640, 100, 5, 32), 22.0),  # 100 steps: joint top-1 0.93
     "localize": _LOCALIZE_QUICK,
     "localize_stage1": _LOCALIZE_QUICK,
     "separate": _SEPARATE_QUICK,
     "separate_stage1": _SEPARATE_QUICK,
-    "separate_audio_only": (_sizes(160, 40, 1, 16, "train.warmup_epochs=0.2"), 18.0),
+    "separate_audio_only": _SEPARATE_QUICK,
     "segment": _SEGMENT_QUICK,
     "segment_stage1": _SEGMENT_QUICK,
 }
@@ -182,7 +190,7 @@ def plan(quick: bool, fusion: str, only: tuple[str, ...] | None = None) -> list[
         if missing:
             raise ConfigError(f"stage {key} needs the stage(s) {', '.join(missing)} (its encoder: {encoder})")
         size, estimate = sizes[key]
-        overrides = (*COMMON, *size, *own, f"model.fusion_type={fusion}")
+        overrides = (*COMMON, *(QUICK_COMMON if quick else ()), *size, *own, f"model.fusion_type={fusion}")
         stages.append(Stage(key, task, recipe, title, encoder, overrides, estimate))
     return stages
 
