@@ -18,6 +18,7 @@ from avfusion.cli import main
 from avfusion.errors import ConfigError
 from avfusion.tasks.common import ENCODER_KEYS
 
+ROOT = Path(__file__).resolve().parents[1]
 HEADS = ("image", "audio", "fusion", "joint")
 REQUIRED = [
     "unimodal.image.patch_top1", "unimodal.audio.top1",
@@ -158,6 +159,19 @@ def test_figures_and_report_md(quick_run):
                     "## Wall time per stage", "## Configuration"):
         assert heading in text
     assert "figures/separation.png" in text and set(report["figures"]) >= {f"figures/{n}" for n in expected}
+    # every target not met points at the docs section that says what was measured about it (quick: separation)
+    missed = [t for t in report["targets"] if t["met"] is False]
+    assert any(t["target"].startswith("separation") for t in missed)
+    for t in missed:
+        assert f"- {t['target']}: {t['docs']}" in text
+
+
+def test_the_docs_sections_the_report_points_at_exist():
+    from avfusion.benchmark.results import WHY
+
+    headings = {line[3:].strip() for line in (ROOT / "docs" / "avdigits.md").read_text().splitlines()
+                if line.startswith("## ")}
+    assert set(WHY.values()) <= headings, set(WHY.values()) - headings
 
 
 def test_an_earlier_run_is_not_overwritten_silently(quick_run):

@@ -245,6 +245,14 @@ def markdown(report: dict) -> str:
              "## Targets", "",
              *_table(["target", "goal", "measured", "met"],
                      [[t["target"], t["goal"], t["value"], t["met"]] for t in report["targets"]])]
+    missed = [t for t in report["targets"] if t["met"] is False]
+    if missed:
+        if report["mode"] == "quick":
+            lines += ["The goals are the full run's: `--quick` is sized to show that every stage learns, not to "
+                      "meet them.", ""]
+        lines += ["What was measured about each target not met (what was tried, what limits it), in the source "
+                  "tree's docs:", ""]
+        lines += [f"- {t['target']}: {t['docs']}" for t in missed] + [""]
     lines += _unimodal(report) + _pretraining(report) + _classification(report) + _localization(report) + _separation(report)
     lines += _segmentation(report) + _ablation(report)
     lines += ["## Wall time per stage", "",
@@ -274,5 +282,7 @@ def summary(report: dict[str, Any], output: str | Path) -> str:
     for t in report["targets"]:
         met = {True: "met", False: "NOT met", None: "not measured"}[t["met"]]
         lines.append(f"  {t['target'].ljust(width)}  {_f(t['value']):>8}  (goal {t['goal']}): {met}")
+    if any(t["met"] is False for t in report["targets"]):
+        lines.append("for each target not met, report.md names the docs section that says what was measured about it")
     lines.append(f"report: {Path(output) / 'report.md'}  (numbers with protocol and N: report.json)")
     return "\n".join(lines)

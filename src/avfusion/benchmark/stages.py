@@ -10,13 +10,14 @@ The paper's three stages, at AV-Digits scale:
    and, for the linear probe, on a random encoder.
 
 Every stage trains through the one engine from a recipe of ``configs/avdigits`` plus dotted
-overrides: :data:`COMMON` (and :data:`QUICK_COMMON` for ``--quick``), the stage's own sizes (:data:`FULL` or :data:`QUICK`: scenes, epochs,
-batch), its own recipe changes, and the fusion type. Where the encoder's weights come from is the
-stage's ``encoder`` (:data:`ENCODERS`), turned into overrides once its inputs exist
-(:func:`encoder_overrides`). The encoder's architecture is not among the overrides: every AV-Digits
-recipe takes it from ``configs/avdigits/encoder_tiny.yaml`` (``--quick`` only draws smaller canvases). ``estimate_s`` is the wall time a stage
-took on 2 idle CPU cores, one stage per core; the progress display scales it by how the finished
-stages compared with their estimates.
+overrides: :data:`COMMON` (and :data:`QUICK_COMMON` for ``--quick``), the stage's own sizes
+(:data:`FULL` or :data:`QUICK`: scenes, epochs, batch), its own recipe changes, and the fusion type.
+Where the encoder's weights come from is the stage's ``encoder`` (:data:`ENCODERS`), turned into
+overrides once its inputs exist (:func:`encoder_overrides`). The encoder's architecture is not among
+the overrides: every AV-Digits recipe takes it from ``configs/avdigits/encoder_tiny.yaml`` (``--quick``
+only draws smaller canvases). ``estimate_s`` is the wall time a stage took on 2 idle CPU cores, one
+stage per core; the progress display scales it by how the finished stages compared with their
+estimates.
 """
 from __future__ import annotations
 
