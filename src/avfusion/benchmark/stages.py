@@ -109,9 +109,10 @@ _SEPARATE_FULL = (_sizes(200, 100, 2, 8), 35.0)
 _SEGMENT_FULL = (_sizes(4000, 200, 2, 16), 231.0)
 
 #: Default sizes (the full run): stage -> (overrides, estimate in seconds on 2 idle cores, two stages at a
-#: time: the wall times of the full runs of 12ab5df and, for segmentation and separation, 009777b, 2026-12-06).
+#: time: the wall times of the full runs of 12ab5df and, for segmentation and separation, 009777b, 2026-12-06;
+#: the image stream's: its 600 steps at peak lr 3e-3 beside another run, 2026-12-07).
 FULL: dict[str, tuple[tuple[str, ...], float]] = {
-    "unimodal_image": (_sizes(3840, 500, 15, 64), 214.0),
+    "unimodal_image": (_sizes(3840, 500, 10, 64), 160.0),
     "unimodal_audio": (_sizes(3840, 500, 5, 64), 40.0),
     "pretrain": (_sizes(4000, 500, 3, 32), 119.0),
     "linear_probe": _PROBE_FULL,
