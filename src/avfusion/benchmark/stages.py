@@ -130,7 +130,7 @@ FULL: dict[str, tuple[tuple[str, ...], float]] = {
 
 #: ``--quick`` draws 64 x 64 canvases (4 x 4 patches; the full run: 96, 6 x 6) for every stage: the same
 #: encoder on fewer image tokens, half the cost of an image step, and the per-patch objective learns faster
-#: per step (image stream, 500 steps of 64 at peak lr 3e-3, share of digit tokens named right: 64 px 0.78 /
+#: per step (image stream, 500 steps of 64 at the recipe's peak lr 3e-3, share of digit tokens named right: 64 px 0.78 /
 #: 0.88 / 0.89 after 200 / 300 / 500 steps in 66 s; 96 px 0.66 / 0.84 / 0.88 in 130 s, docs/avdigits.md).
 QUICK_COMMON = ("data.image_size=64",)
 
@@ -149,7 +149,7 @@ _SEGMENT_QUICK = (_sizes(640, 40, 1, 8, "train.warmup_epochs=0.2"), 14.0)
 QUICK: dict[str, tuple[tuple[str, ...], float]] = {
     # the localiser needs an image stream that names the digit under each patch: with 0.84 of the digit tokens
     # (300 steps) the stage-1 localiser reaches AP50 0.71, with 0.89 (500 steps) 0.80 (3,000 scenes, 200 tests)
-    "unimodal_image": (_sizes(3200, 200, 10, 64, "train.warmup_epochs=1", "train.base_lr=1.2e-2"), 70.0),
+    "unimodal_image": (_sizes(3200, 200, 10, 64), 70.0),
     "unimodal_audio": (_sizes(1600, 200, 8, 64, "train.warmup_epochs=1"), 32.0),  # 200 steps, beside the image
     # 16 steps at the full run's gentle lr (peak 1.5e-5) leave the new decoder where it started (loss
     # 5.57 -> 5.12): the quick run pretrains at 10x it, enough to see reconstruction improve
