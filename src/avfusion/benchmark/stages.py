@@ -130,14 +130,15 @@ FULL: dict[str, tuple[tuple[str, ...], float]] = {
 
 #: ``--quick`` draws 64 x 64 canvases (4 x 4 patches; the full run: 96, 6 x 6) for every stage: the same
 #: encoder on fewer image tokens, half the cost of an image step, and the per-patch objective learns faster
-#: per step (image stream, 500 steps of 64 at the recipe's peak lr 3e-3, share of digit tokens named right: 64 px 0.78 /
-#: 0.88 / 0.89 after 200 / 300 / 500 steps in 66 s; 96 px 0.66 / 0.84 / 0.88 in 130 s, docs/avdigits.md).
+#: per step (image stream, 500 steps of 64 at the recipe's peak lr 3e-3, share of digit tokens named right:
+#: 64 px 0.78 / 0.88 / 0.89 after 200 / 300 / 500 steps in 66 s; 96 px 0.66 / 0.84 / 0.88 in 130 s,
+#: docs/avdigits.md).
 QUICK_COMMON = ("data.image_size=64",)
 
 _PROBE_QUICK = (_sizes(240, 200, 4, 32, "train.warmup_epochs=0.5"), 4.0)
-# The localiser's heads on 3,000 cached scenes: on the quick encoder 1,000 / 2,000 / 3,000 / 5,000 scenes give
-# AP50 0.58 / 0.65 / 0.72 on 100 test scenes, 3,000 / 5,000 give 0.675 / 0.685 on 200 (a random visible
-# digit: 0.64 on both)
+# The localiser's heads on 3,000 cached scenes: on a quick encoder (300-step image stream) 1,000 / 2,000 /
+# 3,000 scenes give AP50 0.58 / 0.65 / 0.72 on 100 test scenes, 3,000 / 5,000 give 0.675 / 0.685 on 200 (a
+# random visible digit: 0.64 on both)
 _LOCALIZE_QUICK = (_sizes(3000, 200, 20, 128), 27.0)
 _SEPARATE_QUICK = (_sizes(160, 40, 1, 16, "train.warmup_epochs=0.2"), 9.0)
 # 80 steps of 8 outline the digits well enough to beat their boxes (40 test scenes: fg IoU 0.46 against 0.29);
