@@ -201,7 +201,6 @@ def test_plan_uses_one_encoder_and_the_fusion_type():
 
 
 def test_encoder_overrides_and_schedule():
-
     from avfusion.benchmark.stages import encoder_overrides, makespan, priorities
 
     stages = {s.key: s for s in plan(quick=False, fusion="factorized")}
