@@ -74,6 +74,31 @@ def batch_of(dataset, indices) -> dict:
     return out
 
 
+def sdr_scores(logits: torch.Tensor, held_out: dict, data) -> dict:
+    """Mean SDR / SDRi of the mask logits (2 per mixture, (2M, n_mels, T)) through the mel-mask resynthesis."""
+    mixture = held_out["mixture_waveform"]
+    estimates = mask_to_waveform(mixture.repeat_interleave(2, 0), logits, data.sample_rate,
+                                 data.n_mels).reshape(len(mixture), 2, -1)
+    rows = [evaluate_mixture(held_out["source_waveform"][j], estimates[j], mixture[j]) for j in range(len(mixture))]
+    rows = [r for r in rows if isinstance(r, dict)]
+    return {m: round(float(np.mean([r[m] for r in rows])), 2) for m in ("SDR", "SDRi")}
+
+
+def train_and_report(loss_of, evaluate, opt, schedule, train, steps: int, batch: int, every: int) -> None:
+    """``steps`` steps of ``batch`` training mixtures; a JSON line every ``every`` steps and at the end
+    (SDR scored only at the end)."""
+    cpu = time.process_time()
+    for step in range(1, steps + 1):
+        loss = loss_of(batch_of(train, range((step - 1) * batch, step * batch)))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        schedule.step()
+        if step % every == 0 or step == steps:
+            print(json.dumps({"step": step, "train_loss": round(loss.item(), 4), **evaluate(step == steps),
+                              "cpu_s": round(time.process_time() - cpu)}), flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--image-init", required=True, help="stage-1 image stream (stream.pth)")
@@ -111,32 +136,18 @@ def main() -> None:
     @torch.no_grad()
     def evaluate(score: bool) -> dict:
         model.eval()
-        out = {"loss_right": round(loss_of(held_out).item(), 4), "loss_swapped": round(loss_of(held_out, True).item(), 4)}
+        out = {"loss_right": round(loss_of(held_out).item(), 4),
+               "loss_swapped": round(loss_of(held_out, True).item(), 4)}
         if score:
             image, mix, _ = flatten_sources(held_out, args.condition == "zeros")
             head.labels = held_out["label"]
-            logits = model(image, mix).mask_logits[:, 0]
-            mixture = held_out["mixture_waveform"]
-            estimates = mask_to_waveform(mixture.repeat_interleave(2, 0), logits, cfg.data.sample_rate,
-                                         cfg.data.n_mels).reshape(len(mixture), 2, -1)
-            rows = [evaluate_mixture(held_out["source_waveform"][j], estimates[j], mixture[j]) for j in range(len(mixture))]
-            rows = [r for r in rows if isinstance(r, dict)]
-            out.update({m: round(float(np.mean([r[m] for r in rows])), 2) for m in ("SDR", "SDRi")})
+            out.update(sdr_scores(model(image, mix).mask_logits[:, 0], held_out, cfg.data))
         model.train()
         return out
 
-    cpu = time.process_time()
     print(json.dumps({"step": 0, **evaluate(False)}), flush=True)
     model.train()
-    for step in range(1, args.steps + 1):
-        loss = loss_of(batch_of(train, range((step - 1) * args.batch, step * args.batch)))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        schedule.step()
-        if step % args.every == 0 or step == args.steps:
-            print(json.dumps({"step": step, "train_loss": round(loss.item(), 4), **evaluate(step == args.steps),
-                              "cpu_s": round(time.process_time() - cpu)}), flush=True)
+    train_and_report(loss_of, evaluate, opt, schedule, train, args.steps, args.batch, args.every)
 
 
 if __name__ == "__main__":
