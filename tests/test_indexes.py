@@ -86,7 +86,7 @@ def test_vggsound_malformed_rows(tmp_path, row, message):
 
 
 def test_missing_annotation_file_is_named(tmp_path):
-    with pytest.raises(DataError, match="vggsound.csv was not found"):
+    with pytest.raises(DataError, match="annotations/vggsound.csv nor .*/vggsound.csv was found"):
         open_index("vggsound", tmp_path)
 
 

@@ -110,14 +110,20 @@ def test_center_heatmap_values():
     assert ciou(center_heatmap(8), gt) > ciou(full_heatmap(8), gt)
 
 
+def test_empty_ground_truth_scores_zero_as_ez_vsl():
+    # a VGG-SS entry whose only boxes have no area: EZ-VSL's formula gives 0 / (0 + |P|) = 0
+    heatmap = np.arange(16.0).reshape(4, 4)
+    for rule in ("median", "fixed@0.5", "fixed@2"):
+        assert ciou(heatmap, np.zeros((4, 4)), rule) == 0.0
+    assert summarize([0.0, 1.0])["AP50"] == 0.5
+
+
 def test_errors():
     gt = _box_gt(4, 4, 0, 2, 0, 2)
     with pytest.raises(ValueError):
         ciou(np.ones((4, 4)), gt, "top50")
     with pytest.raises(ValueError):
         ciou(np.ones((4, 4)), gt, "fixed@half")
-    with pytest.raises(DataError):
-        ciou(np.ones((4, 4)), np.zeros((4, 4)))
     with pytest.raises(DataError):
         ciou(np.ones((1, 4, 4)), gt)
     with pytest.raises(DataError):

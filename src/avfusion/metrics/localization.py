@@ -84,13 +84,15 @@ def ciou(heatmap: Any, gt_map: Any, binarize: str = "median") -> float:
     heatmap: 2-D, any resolution (numpy or torch), higher = more likely sounding; a constant map
     predicts the whole image under every rule.
     gt_map: 2-D ground truth at evaluation resolution (e.g. 224x224), values in [0, 1]
-    (consensus maps hold 0.5 for pixels marked by a single annotator).
+    (consensus maps hold 0.5 for pixels marked by a single annotator). A ground truth that marks no
+    pixel (a VGG-SS entry whose only boxes have no area) scores 0, as the formula gives it in the
+    EZ-VSL evaluation (every prediction marks some pixel).
     """
     gt = to_numpy(gt_map, "gt_map", ndim=2)
     if gt.min() < 0 or gt.max() > 1:
         raise DataError("gt_map: values must lie in [0, 1]")
     if gt.sum() == 0:
-        raise DataError("gt_map: marks no pixel; an image without a sounding box cannot be scored")
+        return 0.0
     source = to_numpy(heatmap, "heatmap", ndim=2)
     if float(source.max()) == float(source.min()):
         # constancy is decided on the map as given: bilinear resizing leaves ~1e-8 noise on a constant map,

@@ -80,7 +80,7 @@ def dataset_multi_label(dataset: Dataset) -> bool | None:
 def dense_eval_dataset(data: Any, split: str, windows: int, seed: int = 0) -> Dataset:
     """Clips of ``split`` as ``windows`` windows each (image (W, 3, H, W'), audio (W, 1, M, T)) spread over
     the central 10 s: the official dense clip evaluation (logits averaged per clip)."""
-    from avfusion.tasks.common import AVDIGITS
+    from avfusion.tasks.common import AVDIGITS, open_data_index
 
     if "+" in split:
         from avfusion.tasks.common import ConcatSamples
@@ -89,12 +89,9 @@ def dense_eval_dataset(data: Any, split: str, windows: int, seed: int = 0) -> Da
     if data.name == AVDIGITS:
         raise ConfigError("classify.dense_windows applies to clip datasets; an AV-Digits scene is one 1 s "
                           "window: set classify.dense_windows=0")
-    if not data.root:
-        raise ConfigError(f"data.root is required for {data.name}: pass data.root=/path/to/{data.name}")
     from avfusion.data.clips import ClipDataset
-    from avfusion.data.indexes import open_index
 
-    index = open_index(data.name, data.root, **data.index_options)
+    index = open_data_index(data)
     return ClipDataset(index, split, train=False, window=data.window, image_size=(data.image_size, data.image_size),
                        sample_rate=data.sample_rate, n_mels=data.n_mels, seed=seed, frame_mode=data.frame_mode,
                        dense_windows=windows)

@@ -29,6 +29,9 @@ class DataConfig:
             (vggsound, audioset, flickr, ..., manifest).
         root: the dataset's root directory (index datasets only).
         index_options: extra keyword arguments of that dataset's index loader.
+        lists: {split: id-list file}: restricts each named split to the ids its file lists, in file
+            order (first comma or whitespace field of each line; paths relative to ``root``), e.g.
+            ``data.lists.test=metadata/vggss_heard_test.csv``. Ids the index lacks are counted and logged.
         train_split: split used for training; several splits joined by "+" are concatenated
             (e.g. "balanced_train+unbalanced_train").
         eval_split: held-out labelled split for evaluation and the pretraining monitor; null: none.
@@ -57,6 +60,7 @@ class DataConfig:
     name: str = AVDIGITS
     root: str | None = None
     index_options: dict[str, Any] = field(default_factory=dict)
+    lists: dict[str, str] = field(default_factory=dict)
     train_split: str = "train"
     eval_split: str | None = "test"
     size: int | None = None
@@ -265,6 +269,17 @@ class ConcatSamples(ConcatDataset):
                 part.set_epoch(epoch)
 
 
+def open_data_index(data: DataConfig):
+    """The index the ``data:`` section names: ``data.name`` at ``data.root`` with its options and lists."""
+    from avfusion.data.indexes import available, open_index
+
+    if data.name not in available():
+        raise ConfigError(f"data.name {data.name!r} is not a dataset; use {AVDIGITS} or one of {available()}")
+    if not data.root:
+        raise ConfigError(f"data.root is required for {data.name}: pass data.root=/path/to/{data.name}")
+    return open_index(data.name, data.root, lists=data.lists, **data.index_options)
+
+
 def build_dataset(data: DataConfig, split: str, *, train: bool, seed: int = 0) -> Dataset:
     """The samples of ``split`` (or of "a+b" splits, concatenated) of the dataset ``data`` names."""
     if "+" in split:
@@ -272,15 +287,9 @@ def build_dataset(data: DataConfig, split: str, *, train: bool, seed: int = 0) -
     if data.name == AVDIGITS:
         size = data.size if split == data.train_split else data.eval_size
         return AVDigitsSamples(split, data, seed=seed, size=size, train=train)
-    from avfusion.data.indexes import available, open_index
-
-    if data.name not in available():
-        raise ConfigError(f"data.name {data.name!r} is not a dataset; use {AVDIGITS} or one of {available()}")
-    if not data.root:
-        raise ConfigError(f"data.root is required for {data.name}: pass data.root=/path/to/{data.name}")
     from avfusion.data.clips import ClipDataset
 
-    index = open_index(data.name, data.root, **data.index_options)
+    index = open_data_index(data)
     return ClipDataset(index, split, train=train, window=data.window, image_size=(data.image_size, data.image_size),
                        sample_rate=data.sample_rate, n_mels=data.n_mels, seed=seed, frame_mode=data.frame_mode,
                        crop_min=data.crop_min, gain_db=data.gain_db)

@@ -295,7 +295,6 @@ class LocalizeTask(Task):
 
     def _score_item(self, batch: dict, j: int, index: int, maps: dict[str, np.ndarray]) -> dict:
         """{(subject, protocol): cIoU or Skipped} for one item."""
-        from avfusion.metrics.accumulate import Skipped
         from avfusion.metrics.localization import center_heatmap, ciou, full_heatmap
 
         gt, rule = self._ground_truth(batch, j)
@@ -306,12 +305,9 @@ class LocalizeTask(Task):
             candidates["random_digit"] = random_digit_heatmap(batch["boxes"][j].numpy(), int(batch["num_digits"][j]),
                                                               gt.shape[-1], self.cfg.train.seed, index)
         out: dict = {}
-        skip = None
-        if gt.sum() == 0:
-            skip = Skipped("no annotated box")
         for subject, heatmap in candidates.items():
             for rule_b in self.cfg.localize.binarize:
-                out[(subject, f"ciou/{rule}/{rule_b}")] = skip or ciou(heatmap, gt, rule_b)
+                out[(subject, f"ciou/{rule}/{rule_b}")] = ciou(heatmap, gt, rule_b)
         return out
 
     def _report(self, items: dict) -> EvaluationReport:
@@ -327,6 +323,9 @@ class LocalizeTask(Task):
                                   attention_blocks=str(c.attention_blocks),
                                   baselines=",".join(s for s in dict.fromkeys(k[0] for k in keys)
                                                      if s not in ("attention", "contrastive")))
+        notes = getattr(self._eval_set, "notes", None)
+        if notes:
+            report.meta["annotation_notes"] = "; ".join(f"{what}: {n}" for what, n in notes.items())
         for subject, protocol in keys:
             summary = summarize([v[(subject, protocol)] for v in items.values()], protocol)
             report.add_summary(summary, ("AP50", "AUC", "mean_ciou"), subject=subject)

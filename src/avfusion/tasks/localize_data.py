@@ -48,7 +48,9 @@ class LocalizationTestSet(Dataset):
             raise ConfigError(f"localisation test set {name!r} is not one of {sorted(GT_RULES)} (or avdigits)")
         if not root:
             raise ConfigError(f"the {name} test set needs its root directory: set localize.eval_root")
-        self.items = open_index(name, root, **(index_options or {}))["test"]
+        index = open_index(name, root, **(index_options or {}))
+        self.items = index["test"]
+        self.notes = dict(index.notes)  # deviations of the annotation file, stated in the evaluation report
         self.rule = GT_RULES[name]
         self.data = data
         self.gt_size = gt_size

@@ -22,7 +22,8 @@ from torch.utils.data import Dataset, default_collate
 
 from avfusion.engine import ParamHints, Task, TrainConfig, unwrap
 from avfusion.errors import ConfigError, DataError
-from avfusion.tasks.common import AVDIGITS, DataConfig, ModelConfig, encoder_config_for, init_streams, ramped_streams
+from avfusion.tasks.common import (AVDIGITS, DataConfig, ModelConfig, encoder_config_for, init_streams, open_data_index,
+                                   ramped_streams)
 from avfusion.tasks.evaluation import EvaluationReport
 from avfusion.tasks.weights import encoder_param_hints, load_encoder_init, load_task_model
 
@@ -130,15 +131,11 @@ class SegmentTask(Task):
     # ------------------------------------------------------------------ data
     @cached_property
     def _index(self):
-        from avfusion.data.indexes import open_index
-
         data = self.cfg.data
         if not data.name.startswith("avsbench_"):
             raise ConfigError("segmentation data.name must be avdigits, avsbench_s4, avsbench_ms3 or "
                               f"avsbench_avss, got {data.name!r}")
-        if not data.root:
-            raise ConfigError(f"data.root is required for {data.name}: pass data.root=/path/to/avsbench")
-        return open_index(data.name, data.root, **data.index_options)
+        return open_data_index(data)
 
     @cached_property
     def num_classes(self) -> int:

@@ -59,8 +59,9 @@ class SeparateConfig:
         condition: "image" (the model); "zeros": the image is replaced by zeros (audio-only baseline).
         baselines: extra rows printed beside the model; "mixture": the mixture as every estimate.
         silence_threshold: mixtures with a reference, estimate or mixture of energy below this are skipped.
-        train_list: clip datasets: file of item ids (first comma field per line) restricting the training
-            split, e.g. the official ``vggmusic_train.txt``; null: the whole split.
+        train_list: clip datasets: file of item ids (first comma or whitespace field per line; a path
+            relative to data.root unless absolute) restricting the training split, its ids looked up in
+            every split, e.g. the official ``vggmusic_train.txt``; null: the whole split.
         eval_index: clip datasets: index whose items are the fixed evaluation mixtures (e.g.
             ``vggsound_music``, read from data.root); null: fixed mixtures drawn from data.eval_split.
         eval_mixtures: without eval_index: number of fixed evaluation mixtures (null: one per clip).

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from avfusion.errors import ConfigError, DataError
-from avfusion.tasks.common import AVDIGITS, AVDigitsTaskSet, DataConfig
+from avfusion.tasks.common import AVDIGITS, AVDigitsTaskSet, DataConfig, open_data_index
 
 log = logging.getLogger(__name__)
 
@@ -59,29 +59,6 @@ class AVDigitsMixtureSamples(AVDigitsTaskSet):
         return out
 
 
-def read_id_list(path: str | Path) -> list[str]:
-    """Item ids, the first comma-separated field of each non-empty line (e.g. the official
-    ``vggmusic_train.txt``: ``<YTID>_<start:06d>,<instrument>``)."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"id list not found: {path}")
-    return [line.split(",")[0].strip() for line in path.read_text().splitlines() if line.strip()]
-
-
-def restrict_split(index, split: str, ids: list[str]):
-    """``index`` whose ``split`` holds exactly the listed ids, taken from any of its splits (the official
-    VGGSound-Music training list ignores VGGSound's train/test partition); missing ids are counted."""
-    wanted = dict.fromkeys(ids)
-    found = {it.id: it for items in index.splits.values() for it in items if it.id in wanted}
-    kept = tuple(found[i] for i in wanted if i in found)
-    if not kept:
-        raise DataError(f"none of the {len(wanted)} listed ids is in {index.name}")
-    if len(kept) < len(wanted):
-        log.warning("%s: %d of %d listed ids are not in the index and are left out", index.name,
-                    len(wanted) - len(kept), len(wanted))
-    return replace(index, splits={**index.splits, split: kept})
-
-
 def build_mixtures(data: DataConfig, split: str, *, train: bool, seed: int, sep) -> Dataset:
     """Training mixtures, or the fixed evaluation mixtures with waveforms, of ``split``.
 
@@ -95,12 +72,14 @@ def build_mixtures(data: DataConfig, split: str, *, train: bool, seed: int, sep)
     if not data.root:
         raise ConfigError(f"data.root is required for {data.name}: pass data.root=/path/to/{data.name}")
     from avfusion.data.clips import MixtureDataset
-    from avfusion.data.indexes import open_index
+    from avfusion.data.indexes import open_index, restrict
 
-    name = data.name if train or not sep.eval_index else sep.eval_index
-    index = open_index(name, data.root, **(data.index_options if name == data.name else {}))
-    if train and sep.train_list:
-        index = restrict_split(index, split, read_id_list(sep.train_list))
+    if train or not sep.eval_index:
+        index = open_data_index(data)
+    else:
+        index = open_index(sep.eval_index, data.root)
+    if train and sep.train_list:  # the official list takes its ids from VGGSound's train and test alike
+        index = restrict(index, {split: sep.train_list}, across_splits=True)
     return MixtureDataset(index, split, train=train, num_sources=sep.num_sources, seed=seed, window=data.window,
                           image_size=(data.image_size, data.image_size), sample_rate=data.sample_rate,
                           n_mels=data.n_mels, frame_mode=data.frame_mode, crop_min=data.crop_min,

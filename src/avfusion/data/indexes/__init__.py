@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from avfusion.data.indexes.audioset import load_audioset
 from avfusion.data.indexes.avsbench import load_avsbench
 from avfusion.data.indexes.base import Box, Index, Item
 from avfusion.data.indexes.flickr import load_flickr
+from avfusion.data.indexes.lists import read_id_list, restrict
 from avfusion.data.indexes.manifest import load_manifest
 from avfusion.data.indexes.music import load_music, load_vggsound_music
 from avfusion.data.indexes.report import Problem, Report, SplitCounts
@@ -42,13 +43,19 @@ def available() -> list[str]:
     return sorted(INDEXES)
 
 
-def open_index(name: str, root: str | Path, **kwargs: Any) -> Index:
-    """The index of dataset `name` at `root`; keyword arguments go to that dataset's loader."""
+def open_index(name: str, root: str | Path, *, lists: Mapping[str, str | Path] | None = None,
+               **kwargs: Any) -> Index:
+    """The index of dataset `name` at `root`; keyword arguments go to that dataset's loader.
+
+    `lists={split: file}` restricts each named split to the ids its file lists, in file order
+    (`avfusion.data.indexes.lists`; paths relative to `root` unless absolute).
+    """
     if name not in INDEXES:
         raise ConfigError(f"unknown dataset {name!r}; known: {', '.join(available())}")
-    return INDEXES[name](root, **kwargs)
+    index = INDEXES[name](root, **kwargs)
+    return restrict(index, lists) if lists else index
 
 
 __all__ = ["Box", "Index", "Item", "Problem", "Report", "SplitCounts", "available", "open_index", "load_audioset",
            "load_avsbench", "load_flickr", "load_manifest", "load_music", "load_vggsound", "load_vggsound_music",
-           "load_vggss"]
+           "load_vggss", "read_id_list", "restrict"]

@@ -6,7 +6,9 @@ Expected layout, `layout="semantic"` (the unified AVSBench-semantic release, as 
                            v1s = S4, v1m = MS3, v2 = new AVSS clips); a_obj ('_'-separated class names,
                            'off-the-screen' read as background) and vid are used when present. The release
                            has `vid,uid,s_min,s_sec,a_obj,split,label`.
-    <root>/label2idx.json  {class name: index} with indices 0..N-1 (N = 71 with background)
+    <root>/label2idx.json  {class name: index}: the release numbers its 71 classes 1..71 ("background": 1);
+                           0..70 is read too. The class axis is always 0-based (index = value - 1 for
+                           the release: background is class 0, the value its masks' pixels hold)
     <root>/<label>/<uid>/audio.wav
     <root>/<label>/<uid>/frames/<i>.jpg              i = 0..4 (v1s, v1m) or 0..9 (v2)
     <root>/<label>/<uid>/labels_semantic/<i>.png     per-pixel class indices (`mask_dir="labels_rgb"`
@@ -22,7 +24,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from avfusion.data.indexes.base import Index, Item, SplitBuilder, read_csv, read_text, require_file, row_error
+from avfusion.data.indexes.base import Index, Item, Notes, SplitBuilder, read_csv, read_text, require_file, row_error
 from avfusion.errors import DataError
 
 SPLITS = ("train", "val", "test")
@@ -30,16 +32,21 @@ SUBSETS = {"s4": ("v1s",), "ms3": ("v1m",), "avss": ("v1s", "v1m", "v2")}
 FRAMES = {"v1s": 5, "v1m": 5, "v2": 10}
 
 
-def read_label2idx(path: Path) -> tuple[str, ...]:
-    """Class names in index order from label2idx.json."""
+def read_label2idx(path: Path, notes: Notes) -> tuple[str, ...]:
+    """Class names in index order from label2idx.json, numbered 0..N-1 or (as released) 1..N."""
     try:
         table = json.loads(read_text(path))
     except json.JSONDecodeError as e:
         raise row_error(path, e.lineno, f"bad JSON ({e.msg})") from e
-    if not isinstance(table, dict) or not all(isinstance(v, int) for v in table.values()):
+    if not isinstance(table, dict) or not table or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in table.values()):
         raise DataError(f"{path}: expected {{class name: index}}")
-    if sorted(table.values()) != list(range(len(table))):
-        raise DataError(f"{path}: indices are not 0..{len(table) - 1}, each once")
+    values, n = sorted(table.values()), len(table)
+    if values == list(range(1, n + 1)):
+        notes.count(f"classes numbered 1..{n}, read as 0..{n - 1} (index = value - 1)", n)
+    elif values != list(range(n)):
+        raise DataError(f"{path}: indices are neither 0..{n - 1} nor 1..{n}, each once "
+                        f"(found {values[:3]} ... {values[-3:]})")
     return tuple(sorted(table, key=table.__getitem__))
 
 
@@ -65,7 +72,8 @@ def load_avsbench(root: str | Path, task: str = "s4", *, layout: str = "semantic
     if layout != "semantic":
         raise DataError(f"AVSBench layout must be 'semantic' or 'object', got {layout!r}")
     root = Path(root).expanduser()
-    names = read_label2idx(require_file(root / "label2idx.json", "AVSBench classes"))
+    notes = Notes(root / "label2idx.json")
+    names = read_label2idx(require_file(notes.source, "AVSBench classes"), notes)
     index = {n: i for i, n in enumerate(names)}
     path = require_file(root / "metadata.csv", "AVSBench metadata")
     rows = read_csv(path)
@@ -91,4 +99,4 @@ def load_avsbench(root: str | Path, task: str = "s4", *, layout: str = "semantic
                     labels=_labels(row.get("a_obj", ""), index, path, line),
                     extra={"subset": subset, "vid": row.get("vid", "")})
         out.add(split, item, line)
-    return Index(f"avsbench_{task}", root, out.build(SPLITS), names)
+    return Index(f"avsbench_{task}", root, out.build(SPLITS), names, notes=dict(notes))

@@ -70,6 +70,9 @@ class Index:
     classes: tuple[str, ...] = ()
     multilabel: bool = False
     dropped: Mapping[str, int] = field(default_factory=dict)  # items removed by `without_failed`, per split
+    # Counted deviations of the released files from their documented format, each handled as the files'
+    # own peers handle it (e.g. "boxes clipped to [0, 1]": 12); shown by `summary()` and `report()`.
+    notes: Mapping[str, int] = field(default_factory=dict)
 
     def __getitem__(self, split: str) -> tuple[Item, ...]:
         if split not in self.splits:
@@ -107,10 +110,27 @@ class Index:
         """One line: name, classes and item counts per split."""
         parts = ", ".join(f"{s} {len(v)}" for s, v in self.splits.items())
         drop = f"; dropped {dict(self.dropped)}" if self.dropped else ""
-        return f"{self.name} at {self.root}: {len(self.classes)} classes; {parts} items{drop}"
+        notes = "".join(f"\n  note: {what}: {n}" for what, n in self.notes.items())
+        return f"{self.name} at {self.root}: {len(self.classes)} classes; {parts} items{drop}{notes}"
 
     def __str__(self) -> str:
         return self.summary()
+
+
+class Notes(dict):
+    """Counts of the deviations an index met while reading `source`; each is logged once, when counted."""
+
+    def __init__(self, source: Path):
+        super().__init__()
+        self.source = source
+
+    def count(self, what: str, n: int = 1, example: str = "") -> None:
+        """Add `n` to the count of `what`; the first occurrence is logged with `example` (e.g. the entry)."""
+        if n <= 0:
+            return
+        if what not in self:
+            log.warning("%s: %s%s (counted in Index.notes)", self.source, what, f", e.g. {example}" if example else "")
+        self[what] = self.get(what, 0) + n
 
 
 class SplitBuilder:
@@ -208,12 +228,18 @@ def parse_whole_seconds(text: str, path: Path, line: int, what: str) -> int:
     return int(value)
 
 
-def check_box(box: Any, where: str) -> Box:
-    """A normalised (x0, y0, x1, y1) box with 0 <= x0 <= x1 <= 1 (same for y), or a DataError."""
+def box_numbers(box: Any, where: str) -> Box:
+    """Four numbers (x0, y0, x1, y1) as floats, or a DataError naming `where`."""
     if not isinstance(box, (list, tuple)) or len(box) != 4 or not all(
             isinstance(v, (int, float)) and not isinstance(v, bool) for v in box):
         raise DataError(f"{where}: box {box!r} is not four numbers [x0, y0, x1, y1]")
     x0, y0, x1, y1 = (float(v) for v in box)
+    return (x0, y0, x1, y1)
+
+
+def check_box(box: Any, where: str) -> Box:
+    """A normalised (x0, y0, x1, y1) box with 0 <= x0 <= x1 <= 1 (same for y), or a DataError."""
+    x0, y0, x1, y1 = box_numbers(box, where)
     if not (0.0 <= x0 <= x1 <= 1.0 and 0.0 <= y0 <= y1 <= 1.0):
         raise DataError(f"{where}: box {box!r} is not normalised with x0 <= x1 and y0 <= y1 in [0, 1]")
     return (x0, y0, x1, y1)

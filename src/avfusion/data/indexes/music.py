@@ -1,6 +1,6 @@
 """MUSIC (Zhao et al., ECCV 2018) solo/duet lists, and the fixed VGGSound-Music separation pairs.
 
-MUSIC, expected layout::
+MUSIC, the JSON lists of the dataset's own release (`layout="json"`)::
 
     <root>/MUSIC_solo_videos.json    {"videos": {category: [YouTube id, ...]}}   (version="MUSIC")
     <root>/MUSIC_duet_videos.json    duet categories name two instruments, e.g. "acoustic_guitar violin"
@@ -8,7 +8,10 @@ MUSIC, expected layout::
     <root>/<category>/<id>.mp4       (`pattern`, relative to root, with fields {category} and {id})
 
 Splits are the lists ("solo", "duet"); the datasets define no train/test partition. Classes: the
-sorted instruments; a duet item carries both. Item ids are "<category>/<id>".
+sorted instruments; a duet item carries both. Item ids are "<category>/<id>". `video_lists=` names
+other list files per split. The official DeepAVFusion layout (anno/*.csv, several segment files per
+video, the official train / eval / test partition) is `layout="official"`, see `music_official`;
+`layout="auto"` (default) reads it when `<root>/anno` is a folder.
 
 VGGSound-Music pairs (the official DeepAVFusion `vggmusic_eval_ss.csv`, rows
 `source_1,source_2,class_1,class_2,sep_type` with an optional header): clips `<YTID>_<start:06d>` read
@@ -24,10 +27,11 @@ from typing import Mapping
 
 from avfusion.data.indexes.base import (Index, Item, SplitBuilder, read_csv, read_text, require_file, resolve,
                                          row_error)
-from avfusion.data.indexes.vggsound import CLIP_SECONDS, folder_name, read_rows
+from avfusion.data.indexes.vggsound import CLIP_SECONDS, find_annotations, folder_name, read_rows
 from avfusion.errors import ConfigError, DataError
 
 LISTS = {"MUSIC": {"solo": "MUSIC_solo_videos.json", "duet": "MUSIC_duet_videos.json"},
+         "MUSIC-solo": {"solo": "MUSIC_solo_videos.json"},
          "MUSIC21": {"solo": "MUSIC21_solo_videos.json"}}
 
 
@@ -45,10 +49,17 @@ def read_video_list(path: Path) -> dict[str, list[str]]:
     return videos
 
 
-def load_music(root: str | Path, *, version: str = "MUSIC", lists: Mapping[str, str | Path] | None = None,
-               pattern: str = "{category}/{id}.mp4") -> Index:
-    """Index of MUSIC solo (and duet) videos; see the module docstring for the layout."""
+def load_music(root: str | Path, *, version: str = "MUSIC", layout: str = "auto",
+               video_lists: Mapping[str, str | Path] | None = None, pattern: str = "{category}/{id}.mp4") -> Index:
+    """Index of MUSIC solo (and duet) videos; see the module docstring for the layouts."""
     root = Path(root).expanduser()
+    if layout not in ("auto", "json", "official"):
+        raise DataError(f"MUSIC layout must be 'auto', 'json' or 'official', got {layout!r}")
+    if layout == "official" or (layout == "auto" and (root / "anno").is_dir()):
+        from avfusion.data.indexes.music_official import load_music_official
+
+        return load_music_official(root, version)
+    lists = video_lists
     if lists is None:
         if version not in LISTS:
             raise DataError(f"MUSIC version must be one of {sorted(LISTS)}, got {version!r}")
@@ -82,7 +93,7 @@ def _clip(root: Path, clip: str, folder: str, path: Path, line: int) -> Path:
 
 
 def load_vggsound_music(root: str | Path, *, pairs: str | Path = "annotations/vggmusic_eval_ss.csv",
-                        annotations: str | Path = "annotations/vggsound.csv") -> Index:
+                        annotations: str | Path | None = None) -> Index:
     """Index of the fixed VGGSound-Music separation pairs; see the module docstring."""
     root = Path(root).expanduser()
     path = require_file(resolve(root, pairs), "VGGSound-Music pair list")
@@ -91,7 +102,7 @@ def load_vggsound_music(root: str | Path, *, pairs: str | Path = "annotations/vg
         rows = rows[1:]
     labels: dict[str, str] | None = None
     if any(len(f) < 4 for _, f in rows):
-        vgg = require_file(resolve(root, annotations), "VGGSound annotations (for pair rows without classes)")
+        vgg = find_annotations(root, annotations)
         labels = {f"{ytid}_{start:06d}": label for _, ytid, start, label, _ in read_rows(vgg)}
     out = SplitBuilder(path)
     for k, (line, fields) in enumerate(rows):
@@ -104,7 +115,7 @@ def load_vggsound_music(root: str | Path, *, pairs: str | Path = "annotations/vg
         else:
             missing = [c for c in ids if c not in labels]
             if missing:
-                raise row_error(path, line, f"clip(s) {missing} not in {annotations}; give their classes")
+                raise row_error(path, line, f"clip(s) {missing} not in {vgg}; give their classes")
             classes = [labels[c] for c in ids]
             folders = [folder_name(c) for c in classes]
         media = tuple(_clip(root, c, folder, path, line) for c, folder in zip(ids, folders))

@@ -47,6 +47,7 @@ class Report:
     checked_readable: bool
     counts: dict[str, SplitCounts]
     problems: list[Problem] = field(default_factory=list)
+    notes: dict[str, int] = field(default_factory=dict)  # the index's counted deviations (`Index.notes`)
 
     @property
     def ok(self) -> bool:
@@ -59,7 +60,7 @@ class Report:
     def to_dict(self) -> dict[str, Any]:
         return {"dataset": self.dataset, "root": self.root, "checked_readable": self.checked_readable,
                 "counts": {s: asdict(c) for s, c in self.counts.items()},
-                "problems": [asdict(p) for p in self.problems]}
+                "problems": [asdict(p) for p in self.problems], "notes": dict(self.notes)}
 
     def summary(self, max_problems: int = 10) -> str:
         """A table of counts per split, then the first `max_problems` failing items."""
@@ -76,6 +77,7 @@ class Report:
                      for p in self.problems[:max_problems]]
         else:
             rows.append("all listed items found" + (" and readable" if self.checked_readable else ""))
+        rows += [f"note: {what}: {n}" for what, n in self.notes.items()]
         return "\n".join(rows)
 
     def __str__(self) -> str:
@@ -121,7 +123,7 @@ def build_report(index: "Index", splits: Sequence[str] | None, *, check_readable
                                         unreadable if check_readable else None)
     finally:
         bar.close()
-    report = Report(index.name, str(index.root), check_readable, counts, problems)
+    report = Report(index.name, str(index.root), check_readable, counts, problems, dict(index.notes))
     if problems:
         log.warning("%s: %d of %d listed items are missing or unreadable", index.name, len(problems), total)
     return report

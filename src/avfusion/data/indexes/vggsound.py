@@ -1,11 +1,17 @@
 """VGGSound (Chen et al., ICASSP 2020): 10 s YouTube clips, one label each.
 
-Expected layout (the official DeepAVFusion layout; clips cut to 10 s)::
+Expected layouts (clips cut to 10 s)::
 
     <root>/annotations/vggsound.csv     rows `YTID,start,label,split`, no header; split is train or test;
-                                        labels with commas are quoted ("playing violin, fiddle")
+                                        labels with commas are quoted ("playing violin, fiddle");
+                                        `<root>/vggsound.csv` is read when annotations/ has none
+    layout="folders" (the official DeepAVFusion layout, what `avfusion data prepare` writes):
     <root>/clips/<folder>/<YTID>_<start:06d>_<start+10:06d>.mp4
                                         folder = label with ' ', '(', ')' and ',' replaced by '_'
+    layout="flat" (the Hugging Face mirror's shards, unpacked):
+    <root>/video/<YTID>_<start:06d>.mp4
+
+`layout="auto"` (default) takes "flat" when `<root>/video` is a folder and `<root>/clips` is not.
 
 Classes are the unique labels of the csv (310 in the current file) ordered like their folder names,
 which is the official `sorted(os.listdir(clips))` order the released classifier heads use. That order
@@ -25,6 +31,8 @@ from avfusion.errors import DataError
 
 SPLITS = ("train", "test")
 CLIP_SECONDS = 10
+LAYOUTS = ("auto", "folders", "flat")
+ANNOTATIONS = ("annotations/vggsound.csv", "vggsound.csv")  # looked for in this order
 
 
 def folder_name(label: str) -> str:
@@ -34,8 +42,31 @@ def folder_name(label: str) -> str:
     return label
 
 
-def clip_path(root: Path, ytid: str, start: int, label: str) -> Path:
+def clip_path(root: Path, ytid: str, start: int, label: str, layout: str = "folders") -> Path:
+    """The clip file of (ytid, start) in `layout` ("folders" or "flat"; see the module docstring)."""
+    if layout == "flat":
+        return root / "video" / f"{ytid}_{start:06d}.mp4"
     return root / "clips" / folder_name(label) / f"{ytid}_{start:06d}_{start + CLIP_SECONDS:06d}.mp4"
+
+
+def resolve_layout(root: Path, layout: str) -> str:
+    """"folders" or "flat": `layout` itself, or the one found at `root` for "auto"."""
+    if layout not in LAYOUTS:
+        raise DataError(f"VGGSound layout must be one of {LAYOUTS}, got {layout!r}")
+    if layout == "auto":
+        return "flat" if (root / "video").is_dir() and not (root / "clips").is_dir() else "folders"
+    return layout
+
+
+def find_annotations(root: Path, annotations: str | Path | None) -> Path:
+    """The given annotation file, or vggsound.csv under annotations/ or at the root."""
+    if annotations is not None:
+        return require_file(resolve(root, annotations), "VGGSound annotations")
+    for candidate in ANNOTATIONS:
+        if (root / candidate).is_file():
+            return root / candidate
+    raise DataError(f"VGGSound annotations: neither {root / ANNOTATIONS[0]} nor {root / ANNOTATIONS[1]} was found "
+                    "(layouts: docs/datasets.md)")
 
 
 def read_rows(path: Path) -> list[tuple[int, str, int, str, str]]:
@@ -72,22 +103,26 @@ def vocabulary(labels: Sequence[str], classes: Sequence[str] | str | Path | None
     return names, by_folder
 
 
-def load_vggsound(root: str | Path, *, annotations: str | Path = "annotations/vggsound.csv",
-                  classes: Sequence[str] | str | Path | None = None, class_order: str = "folder") -> Index:
-    """Index of VGGSound train/test clips; see the module docstring for the layout."""
+def load_vggsound(root: str | Path, *, annotations: str | Path | None = None,
+                  classes: Sequence[str] | str | Path | None = None, class_order: str = "folder",
+                  layout: str = "auto") -> Index:
+    """Index of VGGSound train/test clips; see the module docstring for the layouts."""
     root = Path(root).expanduser()
-    path = require_file(resolve(root, annotations), "VGGSound annotations")
+    layout = resolve_layout(root, layout)
+    path = find_annotations(root, annotations)
     rows = read_rows(path)
     names, by_folder = vocabulary([r[3] for r in rows], classes, root, class_order)
     out = SplitBuilder(path)
     dirs: dict[str, Path] = {}  # one Path per class folder: joining per row dominates the parse time
+    flat = root / "video"
     for line, ytid, start, label, split in rows:
         folder = folder_name(label)
         if folder not in by_folder:
             raise row_error(path, line, f"label {label!r} is not in the given class list")
         if folder not in dirs:
             dirs[folder] = root / "clips" / folder
-        item = Item(id=f"{ytid}_{start:06d}", media=(dirs[folder] / f"{ytid}_{start:06d}_{start + CLIP_SECONDS:06d}.mp4",),
+        name = f"{ytid}_{start:06d}.mp4" if layout == "flat" else f"{ytid}_{start:06d}_{start + CLIP_SECONDS:06d}.mp4"
+        item = Item(id=f"{ytid}_{start:06d}", media=((flat if layout == "flat" else dirs[folder]) / name,),
                     labels=(by_folder[folder],), extra={"yt_start": float(start)})
         out.add(split, item, line)
     return Index("vggsound", root, out.build(SPLITS), names)
