@@ -191,3 +191,21 @@ def test_music_official_layout_and_partition(tmp_path):
     assert set(solo_only.splits) == {"train", "eval", "test"} and not solo_only["test"]
     with pytest.raises(DataError, match="music21_solo.csv was not found"):
         open_index("music", tmp_path, version="MUSIC21")
+
+
+@pytest.mark.parametrize("recipe,n,without_box", [("vggss_heard", 2564, 2), ("vggss_unheard", 2575, 0)])
+def test_heard_and_unheard_recipes(tmp_path, recipe, n, without_box):
+    from avfusion.engine.config import load_config
+    from avfusion.tasks.common import open_data_index
+    from avfusion.tasks.localize import LocalizeRecipe
+    from avfusion.tasks.localize_data import LocalizationTestSet
+
+    vggss = released_root(tmp_path / "vggss", "vggss.json", "vggss_heard_test.csv", "vggss_unheard_test.csv")
+    vggsound = tmp_path / "vggsound"
+    write(vggsound / "annotations/vggsound.csv", b"--8puiAGLhs,30,dog barking,train\nzzzzzzzzzzz,0,dog barking,train\n")
+    write(vggsound / "annotations/vggss_heard.txt", b"--8puiAGLhs_000030\n")  # the first line of the release
+    cfg = load_config(LocalizeRecipe, Path(__file__).parents[1] / "configs/localize" / f"{recipe}.yaml",
+                      [f"data.root={vggsound}", f"localize.eval_root={vggss}"])
+    assert [it.id for it in open_data_index(cfg.data)["train"]] == ["--8puiAGLhs_000030"]
+    test_set = LocalizationTestSet("vggss", cfg.localize.eval_root, cfg.data, 224, cfg.localize.eval_index_options)
+    assert len(test_set) == n and test_set.without_box == without_box

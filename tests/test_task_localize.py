@@ -271,6 +271,31 @@ def test_flickr_test_set_consensus_ground_truth_and_evaluation(tmp_path):
     assert {r.subject for r in report.rows} == {"attention", "center", "full"}
 
 
+def test_vggss_entry_left_without_box_scores_zero_and_is_reported(tmp_path):
+    """Two entries of the released vggss.json, verbatim: one keeps a box, one has only a corrupt box."""
+    from tests.indexes_media import write
+
+    root = tmp_path / "vggss"
+    root.mkdir()
+    (root / "vggss.json").write_text(
+        '[{"file": "Db6Hjt0x28k_000056", "class": "playing timbales", "bbox": [[0.384375, 0.859375, 0.696875, '
+        '-2.8823037615171176e+16], [0.05, 0.35625, 0.753125, 0.98125]]}, {"file": "MKC9LvRivTM_000030", "class": '
+        '"playing french horn", "bbox": [[0.396875, 0.6625, -2.8823037615171176e+16, 0.984375]]}]')
+    for fid in ("Db6Hjt0x28k_000056", "MKC9LvRivTM_000030"):
+        write(root / "frames" / f"{fid}.jpg")
+        write(root / "audio" / f"{fid}.wav")
+    over = [*FAST, "localize.readout=attention", "localize.eval_dataset=vggss", f"localize.eval_root={root}",
+            "localize.gt_size=32", "localize.binarize=[median]"]
+    task = LocalizeTask(load_config(LocalizeRecipe, RECIPE, over))
+    data = task.eval_dataset()
+    assert data[1]["gt"].sum() == 0 and data[0]["gt"].sum() > 0
+    report = task.evaluate(task.build_model().eval(), DataLoader(data, batch_size=1))
+    full = report.get("full", "mean_ciou")  # the whole image: cIoU = |G| / (32 * 32) for the first, 0 for the second
+    assert full.n == 2 and full.value == pytest.approx(float(data[0]["gt"].sum()) / (32 * 32) / 2)
+    assert report.meta["items_without_box_scored_0"] == 1
+    assert "entries left with no box" in report.meta["annotation_file_notes"]
+
+
 @pytest.mark.slow
 def test_two_process_evaluation_equals_one_process(tmp_path):
     """13 test scenes, batch 4, 2 ranks (uneven): every scene scored once, the same numbers as 1 process."""

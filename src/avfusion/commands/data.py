@@ -48,6 +48,9 @@ def register(subparsers) -> None:
     check.add_argument("--option", action="append", type=_option, default=[], metavar="KEY=VALUE",
                        help="keyword argument of the dataset index, VALUE as JSON or text "
                             "(e.g. annotations=metadata/vggss.json); repeatable")
+    check.add_argument("--list", action="append", type=_option, default=[], metavar="SPLIT=FILE", dest="lists",
+                       help="restrict SPLIT to the ids FILE lists (first comma/whitespace field of each line, "
+                            "e.g. test=vggss_heard_test.csv; relative to --root); repeatable")
     check.add_argument("--window", type=float, default=3.0, help="audio window in seconds (default 3)")
     check.add_argument("--frame-mode", choices=("exact", "keyframe"), default="exact",
                        help="frame decoding: exact (default) or keyframe (fast approximation)")
@@ -75,7 +78,7 @@ def run_check(args: argparse.Namespace) -> int:
 
     if args.workers < 0:
         raise ConfigError(f"--workers must be >= 0, got {args.workers}")
-    index = open_index(args.dataset, args.root, **dict(args.option))
+    index = open_index(args.dataset, args.root, lists=dict(args.lists) or None, **dict(args.option))
     report = check_index(index, args.split, window=args.window, frame_mode=args.frame_mode, workers=args.workers)
     print(report.summary())
     if args.report is not None:

@@ -46,6 +46,7 @@ class CheckReport:
     window: float
     frame_mode: str
     results: list[ItemResult] = field(default_factory=list)
+    notes: dict[str, int] = field(default_factory=dict)  # the index's counted deviations (`Index.notes`)
 
     def counts(self) -> dict[str, dict[str, int]]:
         """{split: {status: count}} with every status present."""
@@ -62,7 +63,7 @@ class CheckReport:
     def to_dict(self) -> dict[str, Any]:
         return {"dataset": self.dataset, "root": self.root, "window": self.window,
                 "frame_mode": self.frame_mode, "counts": self.counts(),
-                "items": [asdict(r) for r in self.results]}
+                "items": [asdict(r) for r in self.results], "notes": dict(self.notes)}
 
     def summary(self, max_items: int = 20) -> str:
         rows = [f"{self.dataset} at {self.root}",
@@ -76,6 +77,7 @@ class CheckReport:
             rows += [f"  {r.split}/{r.id}: {r.status} {r.path} ({r.reason})" for r in bad[:max_items]]
         else:
             rows.append("every item decoded")
+        rows += [f"note: {what}: {n}" for what, n in self.notes.items()]
         return "\n".join(rows)
 
 
@@ -149,7 +151,7 @@ def check_index(index: Index, splits: Sequence[str] | None = None, *, window: fl
 
     names = list(index.splits) if splits is None else list(splits)
     jobs = [(item, s, window, frame_mode) for s in names for item in index[s]]
-    report = CheckReport(index.name, str(index.root), window, frame_mode)
+    report = CheckReport(index.name, str(index.root), window, frame_mode, notes=dict(index.notes))
     bar = tqdm(total=len(jobs), desc=f"checking {index.name}", unit="item", disable=not progress)
     try:
         if workers > 0:

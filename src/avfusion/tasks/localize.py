@@ -323,9 +323,11 @@ class LocalizeTask(Task):
                                   attention_blocks=str(c.attention_blocks),
                                   baselines=",".join(s for s in dict.fromkeys(k[0] for k in keys)
                                                      if s not in ("attention", "contrastive")))
+        if getattr(self._eval_set, "without_box", 0):
+            report.meta["items_without_box_scored_0"] = self._eval_set.without_box
         notes = getattr(self._eval_set, "notes", None)
         if notes:
-            report.meta["annotation_notes"] = "; ".join(f"{what}: {n}" for what, n in notes.items())
+            report.meta["annotation_file_notes"] = "; ".join(f"{what}: {n}" for what, n in notes.items())
         for subject, protocol in keys:
             summary = summarize([v[(subject, protocol)] for v in items.values()], protocol)
             report.add_summary(summary, ("AP50", "AUC", "mean_ciou"), subject=subject)

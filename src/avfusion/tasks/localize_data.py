@@ -51,6 +51,7 @@ class LocalizationTestSet(Dataset):
         index = open_index(name, root, **(index_options or {}))
         self.items = index["test"]
         self.notes = dict(index.notes)  # deviations of the annotation file, stated in the evaluation report
+        self.without_box = sum(not item.boxes for item in self.items)  # scored cIoU 0 (docs/protocols.md)
         self.rule = GT_RULES[name]
         self.data = data
         self.gt_size = gt_size
