@@ -209,3 +209,26 @@ def test_heard_and_unheard_recipes(tmp_path, recipe, n, without_box):
     assert [it.id for it in open_data_index(cfg.data)["train"]] == ["--8puiAGLhs_000030"]
     test_set = LocalizationTestSet("vggss", cfg.localize.eval_root, cfg.data, 224, cfg.localize.eval_index_options)
     assert len(test_set) == n and test_set.without_box == without_box
+
+
+# ---------------------------------------------------------------- frames and masks as the datasets ship them
+def test_jpeg_frames_and_png_masks_written_by_common_tools_decode(tmp_path):
+    """Flickr-SoundNet, VGG-SS and AVSBench frames are baseline JPEGs written by ffmpeg / PIL / OpenCV,
+    masks 8-bit PNGs; the image2 demuxer returns nothing for such a JPEG after a seek."""
+    from PIL import Image
+
+    from avfusion.data.reader import read_image, read_mask
+
+    y, x = np.mgrid[0:48, 0:64]
+    rgb = np.stack([x * 4, y * 5, np.full_like(x, 90)], axis=-1).astype(np.uint8)  # smooth: JPEG keeps it
+    Image.fromarray(rgb).save(tmp_path / "frame.jpg", quality=95)
+    out = read_image(tmp_path / "frame.jpg")
+    assert out.shape == (48, 64, 3) and np.abs(out.astype(int) - rgb).mean() < 3
+    classes = np.zeros((48, 64), np.uint8)
+    classes[10:20, 5:30] = 28  # guitar, as labels_semantic stores it
+    Image.fromarray(classes, mode="L").save(tmp_path / "grey.png")
+    palette = Image.fromarray(classes, mode="P")
+    palette.putpalette([0, 0, 0, *([255, 0, 0] * 255)])
+    palette.save(tmp_path / "palette.png")
+    for name in ("grey.png", "palette.png"):
+        assert np.array_equal(read_mask(tmp_path / name), classes)
