@@ -182,8 +182,11 @@ def test_evaluate_command_with_protocol_vggsounder(gt, tmp_path):
 
     names, _ = vocabulary([r["label"] for r in real_classes()] + [EXTRA], None, Path("."))
     folders = [folder_name(n) for n in names]                  # the model knows its classes as clip folders
-    ids = sorted(vgs.clip_ids(gt))[:5]
+    clips = sorted(vgs.clip_ids(gt))
+    seen = gt_labels(gt, clips, "v")
+    ids = [v for v in clips if v in seen][:4] + [next(v for v in clips if v not in seen), "not_a_clip_000000"]
     first = {vid: sorted(labels)[0] for vid, labels in gt_labels(gt, ids, "all").items()}
+    first["not_a_clip_000000"] = "dog barking"
     root = vggsounder_manifest(tmp_path / "clips", ids, [folder_name(first[v]) for v in ids], folders)
     common = [FINETUNE, "data.name=manifest", f"data.root={root}", f"data.index_options.classes={root / 'classes.txt'}",
               "data.size=null", "data.eval_size=null", "train.batch_size=4", "train.progress=false"]
@@ -195,14 +198,17 @@ def test_evaluate_command_with_protocol_vggsounder(gt, tmp_path):
     assert main(["evaluate", "classify", *common, "--checkpoint", str(tmp_path / "m"), "--protocol", "vggsounder",
                  "--output", str(out)]) == 0
     report = EvaluationReport.read(out / "evaluation.json")
-    assert report.get("joint", "top1").n == 5                  # the dataset's own numbers are still there
-    for subject, m in (("image", "v"), ("audio", "a"), ("fusion", "av"), ("chance", "a")):
+    assert report.get("joint", "top1").n == 6                  # the dataset's own numbers are still there
+    for subject, m in (("image", "v"), ("audio", "a"), ("fusion", "av"), ("chance", "a"), ("chance", "v")):
         row = next(r for r in report.rows if r.subject == subject and r.metric == "accuracy" and r.protocol == f"vggsounder/{m}")
-        assert row.n == len(gt_labels(gt, ids, m)) and 0.0 <= row.value <= 1.0
+        n = len(gt_labels(gt, ids, m))
+        assert row.n == n and 0.0 <= row.value <= 1.0
+        assert row.skipped == {k: c for k, c in {"not in VGGSounder's labels": 1, f"no {m.upper()} label": 5 - n}.items() if c}
+    assert report.get("image", "hit_rate").n == 4
     assert report.meta["vggsounder_classes_dropped"] == [folder_name(EXTRA)]
     assert report.meta["vggsounder_classes_matched"] == 309
     stored = pickle.loads((out / "vggsounder" / "avfusion.pkl").read_bytes())
-    assert list(stored) == ids and len(stored[ids[0]]["logits"]["av"]) == 309
+    assert list(stored) == ids[:5] and len(stored[ids[0]]["logits"]["av"]) == 309
     assert (out / "vggsounder" / "chance.pkl").exists() and (out / "vggsounder" / "results.json").exists()
 
 

@@ -52,7 +52,7 @@ PROTOCOLS = {"vggsounder": "classify"}  # protocol -> the task it applies to
 
 
 def protocol_overrides(args: argparse.Namespace) -> list[str]:
-    """The recipe overrides that --protocol stands for (after the user's, which they do not replace)."""
+    """The recipe overrides --protocol stands for, put after the user's; a classify.vggsounder_dir given there is kept."""
     from avfusion.errors import ConfigError
 
     if not getattr(args, "protocol", None):
