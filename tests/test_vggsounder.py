@@ -200,10 +200,12 @@ def test_evaluate_command_with_protocol_vggsounder(gt, tmp_path):
     report = EvaluationReport.read(out / "evaluation.json")
     assert report.get("joint", "top1").n == 6                  # the dataset's own numbers are still there
     for subject, m in (("image", "v"), ("audio", "a"), ("fusion", "av"), ("chance", "a"), ("chance", "v")):
-        row = next(r for r in report.rows if r.subject == subject and r.metric == "accuracy" and r.protocol == f"vggsounder/{m}")
+        row = next(r for r in report.rows
+                   if (r.subject, r.metric, r.protocol) == (subject, "accuracy", f"vggsounder/{m}"))
         n = len(gt_labels(gt, ids, m))
         assert row.n == n and 0.0 <= row.value <= 1.0
-        assert row.skipped == {k: c for k, c in {"not in VGGSounder's labels": 1, f"no {m.upper()} label": 5 - n}.items() if c}
+        expected = {"not in VGGSounder's labels": 1, f"no {m.upper()} label": 5 - n}
+        assert row.skipped == {k: c for k, c in expected.items() if c}
     assert report.get("image", "hit_rate").n == 4
     assert report.meta["vggsounder_classes_dropped"] == [folder_name(EXTRA)]
     assert report.meta["vggsounder_classes_matched"] == 309
@@ -215,3 +217,42 @@ def test_evaluate_command_with_protocol_vggsounder(gt, tmp_path):
 def test_protocol_vggsounder_is_for_classification_only(caplog):
     assert main(["evaluate", "separate", FINETUNE, "--checkpoint", "x", "--protocol", "vggsounder"]) == 1
     assert "--protocol vggsounder applies to the classify task" in caplog.text
+
+
+@pytest.mark.slow
+def test_two_processes_give_the_rows_of_one(gt, tmp_path):
+    """Rank 0 scores and broadcasts: every clip once, the same rows as one process, one set of files."""
+    import os
+    import subprocess
+
+    import torch
+
+    from avfusion.checkpoints import save_pretrained
+    from avfusion.engine import load_config
+    from avfusion.models import build_model
+    from avfusion.tasks.common import encoder_config_for
+    from avfusion.tasks.registry import get_recipe
+
+    names = [r["label"] for r in real_classes()]
+    ids = sorted(vgs.clip_ids(gt))[:7]
+    first = {vid: sorted(labels)[0] for vid, labels in gt_labels(gt, ids, "all").items()}
+    root = vggsounder_manifest(tmp_path / "clips", ids, [first[v] for v in ids], names)
+    common = ["evaluate", "classify", FINETUNE, "data.name=manifest", f"data.root={root}",
+              f"data.index_options.classes={root / 'classes.txt'}", "data.size=null", "data.eval_size=null",
+              "train.batch_size=2", "train.progress=false"]
+    cfg = load_config(get_recipe("classify"), FINETUNE, common[3:])
+    torch.manual_seed(1)
+    save_pretrained(build_model("classify", encoder_config_for(cfg.model, cfg.data), num_classes=309,
+                                class_names=names), tmp_path / "m")
+    common += ["--checkpoint", str(tmp_path / "m"), "--protocol", "vggsounder"]
+    dist_vars = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    env = {k: v for k, v in os.environ.items() if k not in dist_vars}
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          "-m", "avfusion", *common, "--output", str(tmp_path / "two")],
+                         env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert main([*common, "--output", str(tmp_path / "one")]) == 0
+    one, two_report = (EvaluationReport.read(tmp_path / d / "evaluation.json") for d in ("one", "two"))
+    vgg = [r for r in two_report.rows if r.protocol.startswith("vggsounder/")]
+    assert len(vgg) == 6 * 3 * 2 and two_report.metrics() == pytest.approx(one.metrics(), abs=1e-6)
+    assert list(pickle.loads((tmp_path / "two" / "vggsounder" / "avfusion.pkl").read_bytes())) == ids

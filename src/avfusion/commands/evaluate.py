@@ -9,6 +9,8 @@ from avfusion.commands.train import DOWNSTREAM
 
 log = logging.getLogger(__name__)
 
+PROTOCOLS = {"vggsounder": "classify"}  # --protocol -> the task it applies to
+
 EPILOG = """\
 --checkpoint takes a directory written by training (DIR/final, save_pretrained) or an official
 DeepAVFusion .pth file; official files are built with the recipe's input sizes, head counts and
@@ -48,11 +50,9 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-PROTOCOLS = {"vggsounder": "classify"}  # protocol -> the task it applies to
-
-
 def protocol_overrides(args: argparse.Namespace) -> list[str]:
-    """The recipe overrides --protocol stands for, put after the user's; a classify.vggsounder_dir given there is kept."""
+    """The recipe overrides --protocol stands for, put after the user's (a classify.vggsounder_dir given
+    there is kept)."""
     from avfusion.errors import ConfigError
 
     if not getattr(args, "protocol", None):

@@ -22,6 +22,7 @@ import logging
 import pickle
 import re
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -170,8 +171,10 @@ def score_directory(directory: str | Path, names: Sequence[str], video_ids: Sequ
     from vggsounder.benchmark import compute_all_results
 
     gt = gt if gt is not None else labels()
-    out = compute_all_results(str(directory), models_filter=list(names), subset_ids=set(video_ids),
-                              modalities=list(MODALITIES), vggsounder=gt, verbose=False, return_ground_truth=True)
+    with warnings.catch_warnings():  # the package's pandas deprecation notices are not the user's to act on
+        warnings.filterwarnings("ignore", module="vggsounder")
+        out = compute_all_results(str(directory), models_filter=list(names), subset_ids=set(video_ids),
+                                  modalities=list(MODALITIES), vggsounder=gt, verbose=False, return_ground_truth=True)
     truth = out.pop("ground_truth")
     results = {name: {m: {k: float(v) for k, v in out[name][m].items()} for m in MODALITIES} for name in names}
     return Scores(results, {m: int(len(truth[m])) for m in MODALITIES})
