@@ -5,7 +5,8 @@ freezes the encoder, normalises each pooled feature with BatchNorm and trains wi
 no weight decay) on the joint logits; fine-tuning uses AdamW with layer decay 0.75, drop-path,
 per-sample mixup with the reversed batch, label smoothing, and optionally the class-frequency bias
 initialisation and loss reweighting. Evaluation reports every head (image, audio, fusion) and their
-mean (joint): top-1 for single-label data, mAP / ROC-AUC / d' for multi-label data.
+mean (joint): top-1 for single-label data, mAP / ROC-AUC / d' for multi-label data; with
+``classify.protocol: vggsounder`` also VGGSounder's numbers (:mod:`avfusion.tasks.classify_vggsounder`).
 """
 from __future__ import annotations
 
