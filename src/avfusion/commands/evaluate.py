@@ -9,6 +9,8 @@ from avfusion.commands.train import DOWNSTREAM
 
 log = logging.getLogger(__name__)
 
+PROTOCOLS = {"vggsounder": "classify"}  # --protocol -> the task it applies to
+
 EPILOG = """\
 --checkpoint takes a directory written by training (DIR/final, save_pretrained) or an official
 DeepAVFusion .pth file; official files are built with the recipe's input sizes, head counts and
@@ -23,6 +25,12 @@ examples:
 
 Prints a table (subject, metric, protocol, value, N evaluated, N skipped and why); with --output
 also writes it to DIR/evaluation.json. Every item is scored exactly once over all processes.
+
+--protocol vggsounder (classify, VGGSound test clips) adds VGGSounder's numbers: the image, audio and
+fusion heads as its v, a and av predictions, scored by the vggsounder package beside a chance row; with
+--output the prediction file goes to DIR/vggsounder/avfusion.pkl (pip install 'avfusion[vggsounder]').
+  avfusion evaluate classify configs/classify/vggsound_finetune.yaml data.root=/data/vggsound \
+      --checkpoint runs/ft/final --protocol vggsounder --output runs/ft_vggsounder
 """
 
 
@@ -37,7 +45,24 @@ def register(subparsers) -> None:
     p.add_argument("--checkpoint", "-c", required=True, metavar="DIR_OR_FILE",
                    help="a save_pretrained directory (e.g. RUN/final) or an official .pth file")
     p.add_argument("--output", "-o", metavar="DIR", help="write DIR/evaluation.json (and DIR/config.yaml)")
+    p.add_argument("--protocol", choices=sorted(PROTOCOLS),
+                   help="an extra protocol beside the task's own (vggsounder: classify on VGGSound's test clips)")
     p.set_defaults(func=run)
+
+
+def protocol_overrides(args: argparse.Namespace) -> list[str]:
+    """The recipe overrides --protocol stands for, put after the user's (a classify.vggsounder_dir given
+    there is kept)."""
+    from avfusion.errors import ConfigError
+
+    if not getattr(args, "protocol", None):
+        return []
+    if PROTOCOLS[args.protocol] != args.task:
+        raise ConfigError(f"--protocol {args.protocol} applies to the {PROTOCOLS[args.protocol]} task, not {args.task}")
+    out = [f"classify.protocol={args.protocol}"]
+    if args.output and not any(o.startswith("classify.vggsounder_dir=") for o in args.overrides):
+        out.append(f"classify.vggsounder_dir={args.output}/vggsounder")
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from avfusion.engine.loop import seed_everything
     from avfusion.tasks.registry import build_task, get_recipe
 
-    cfg = load_config(get_recipe(args.task), args.recipe, args.overrides)
+    cfg = load_config(get_recipe(args.task), args.recipe, [*args.overrides, *protocol_overrides(args)])
     env = init_distributed(cfg.train.device)
     try:
         seed_everything(cfg.train.seed)

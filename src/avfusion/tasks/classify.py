@@ -5,7 +5,8 @@ freezes the encoder, normalises each pooled feature with BatchNorm and trains wi
 no weight decay) on the joint logits; fine-tuning uses AdamW with layer decay 0.75, drop-path,
 per-sample mixup with the reversed batch, label smoothing, and optionally the class-frequency bias
 initialisation and loss reweighting. Evaluation reports every head (image, audio, fusion) and their
-mean (joint): top-1 for single-label data, mAP / ROC-AUC / d' for multi-label data.
+mean (joint): top-1 for single-label data, mAP / ROC-AUC / d' for multi-label data; with
+``classify.protocol: vggsounder`` also VGGSounder's numbers (:mod:`avfusion.tasks.classify_vggsounder`).
 """
 from __future__ import annotations
 
@@ -73,6 +74,11 @@ class ClassifyConfig:
             is replaced by the all-zero one (the localiser's neutral partner) and only the image head
             learns from it, so the image stream must recognise the class from the image alone
             (``loss: heads`` only; the draw is a function of (seed, epoch, index)). 0: off.
+        protocol: "dataset": the dataset's numbers (top-1, or mAP / ROC-AUC / d'); "vggsounder": also
+            VGGSounder's (VGGSound test clips; needs ``pip install 'avfusion[vggsounder]'``;
+            docs/protocols.md), set by ``avfusion evaluate ... --protocol vggsounder``.
+        vggsounder_dir: where the VGGSounder prediction files and results.json go (``avfusion evaluate
+            --output DIR`` makes it DIR/vggsounder); null: a temporary folder.
     """
 
     loss: Literal["joint", "heads"] = "joint"
@@ -85,6 +91,8 @@ class ClassifyConfig:
     dense_windows: int = 0
     map_variant: Literal["seen", "nanmean"] = "seen"
     modality_dropout: float = 0.0
+    protocol: Literal["dataset", "vggsounder"] = "dataset"
+    vggsounder_dir: str | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.label_smoothing < 1 or self.mixup < 0 or not 0 <= self.mixup_prob <= 1:
@@ -279,6 +287,10 @@ class ClassifyTask(Task):
         from avfusion.metrics import Accumulator
 
         model = unwrap(model)
+        if self.cfg.classify.protocol == "vggsounder":
+            from avfusion.metrics.vggsounder import require_package
+
+            require_package()  # before a long pass over the evaluation set
         device = next(model.parameters()).device
         acc = Accumulator("classify")
         for batch in loader:
@@ -293,7 +305,19 @@ class ClassifyTask(Task):
             logits = logits.float().cpu().numpy()
             labels = batch["label"].cpu().numpy()
             acc.extend(batch["index"].tolist(), [(logits[:, j], labels[j]) for j in range(len(labels))])
-        return self._report(acc.gather())
+        items = acc.gather()
+        report = self._report(items)
+        if self.cfg.classify.protocol == "vggsounder":
+            self._add_vggsounder(report, items, getattr(model, "class_names", None))
+        return report
+
+    def _add_vggsounder(self, report: EvaluationReport, items: dict, class_names: list[str] | None) -> None:
+        """VGGSounder rows: the checkpoint's class names (else the dataset's) and the clips' ids."""
+        from avfusion.tasks.classify_vggsounder import add_rows
+
+        ids = [self._eval_set.item_id(i) for i in items]
+        names = class_names if class_names is not None else dataset_class_names(self._eval_set)
+        add_rows(report, items, ids, names, self.cfg.train.seed, self.cfg.classify.vggsounder_dir)
 
     def _report(self, items: dict) -> EvaluationReport:
         from avfusion.metrics import summarize_multi_label, summarize_single_label
