@@ -17,6 +17,7 @@ import avfusion
 from avfusion.checkpoints import save_pretrained
 from avfusion.errors import ConfigError, DataError
 from avfusion.models.encoder import EarlyFusionEncoder, EncoderConfig
+from avfusion.models import build_model, encoder_config
 from avfusion.models.separation import (SeparationDecoder, Separator, separation_blocks, separation_loss,
                                         separation_target)
 from tests.conftest import assert_close_rel
@@ -67,6 +68,16 @@ def test_target_masks_by_hand():
     expected = torch.tensor([3 / (4 + 1e-5), 1 / (2 + 1e-5), 0.5 / (2.5 + 1e-5)])
     assert torch.allclose(ratio, expected, rtol=1e-6)
     assert separation_target(mix, target, binary_mask=True).flatten().tolist() == [1.0, 0.0, 0.0]
+
+
+def test_mix_and_separate_targets_by_hand():
+    # Against the other source (powers 1, 3, 0.5) instead of the mixture: the ideal ratio and binary masks.
+    target = torch.log10(torch.tensor([3.0, 1.0, 0.5])).view(1, 1, 1, 3)
+    other = torch.log10(torch.tensor([1.0, 3.0, 0.5])).view(1, 1, 1, 3)
+    mix = torch.log10(torch.tensor([4.0, 4.0, 1.0])).view(1, 1, 1, 3)
+    ratio = separation_target(mix, target, binary_mask=False, audio_other=other).flatten()
+    assert torch.allclose(ratio, torch.tensor([3 / (4 + 1e-5), 1 / (4 + 1e-5), 0.5 / (1 + 1e-5)]), rtol=1e-6)
+    assert separation_target(mix, target, True, other).flatten().tolist() == [1.0, 0.0, 0.0]
 
 
 def test_weighted_loss_by_hand():
@@ -141,10 +152,46 @@ def test_round_trips(official_tiny, tmp_path):
                                    binary_mask=True)
     save_pretrained(model, tmp_path / "sep")
     again = avfusion.from_pretrained(tmp_path / "sep").eval()
-    assert isinstance(again, Separator) and again.options == dict(weighted_loss=False, binary_mask=True)
+    assert isinstance(again, Separator) and again.options == dict(weighted_loss=False, binary_mask=True, head="official",
+                                                                     mask_reference="mixture", freeze_encoder=False)
     image = official_tiny["inputs"]["image"]
     with torch.no_grad():
         assert torch.equal(again(image, ref["audio_mix"]).mask_logits, model(image, ref["audio_mix"]).mask_logits)
     exported = avfusion.export_official(model)["state_dict"]
     assert exported.keys() == ref["state_dict"].keys()
     assert all(torch.equal(exported[k], v) for k, v in ref["state_dict"].items())
+
+
+def test_temporal_head_round_trip_refusals_and_frozen_encoder(tmp_path):
+    """The temporal head: full-resolution masks, saved and rebuilt with its options, recognised in a state
+    dict, refused by the official layout; a frozen encoder gets no gradient and stays in eval mode."""
+    from avfusion.checkpoints.official import detect_task
+    from avfusion.errors import CheckpointError
+
+    cfg = encoder_config("tiny", depth=2, image_size=(32, 32), audio_size=(64, 64), fusion_num_heads=3,
+                         drop_path=0.1)
+    model = build_model("separate", cfg, head="temporal", mask_reference="sources", freeze_encoder=True)
+    image, mix = torch.randn(3, 3, 32, 32), torch.randn(3, 1, 64, 64)
+    target, other = torch.randn(3, 1, 64, 64), torch.randn(3, 1, 64, 64)
+    model.train()
+    assert not model.encoder.training and model.temporal_decoder.training
+    out = model(image, mix, target, other)
+    assert out.mask_logits.shape == (3, 1, 64, 64)
+    out.loss.backward()
+    assert all(p.grad is None for p in model.encoder.parameters())
+    assert model.temporal_decoder.pred.weight.grad is not None
+    with pytest.raises(DataError, match="pass audio_other"):
+        model(image, mix, target)
+    features = model.features(image, mix)
+    assert torch.allclose(model(image, mix, features=features).mask_logits, model(image, mix).mask_logits)
+    save_pretrained(model, tmp_path / "sep")
+    again = avfusion.from_pretrained(tmp_path / "sep").eval()
+    assert again.options["head"] == "temporal" and again.options["mask_reference"] == "sources"
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(again(image, mix).mask_logits, model(image, mix).mask_logits)
+    assert detect_task(model.state_dict()) == "separate"
+    with pytest.raises(CheckpointError, match="temporal"):
+        avfusion.export_official(model)
+    with pytest.raises(ConfigError, match="head must be one of"):
+        build_model("separate", cfg, head="gru")

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 
 from avfusion.cli import main
 from avfusion.engine import load_config
+from avfusion.errors import ConfigError
 from avfusion.tasks.evaluation import EvaluationReport
 from avfusion.tasks.separate import SeparateRecipe, SeparateTask, flatten_sources
 from avfusion.tasks.separate_data import AVDigitsMixtureSamples
@@ -44,12 +45,19 @@ def test_flatten_sources_pairs_each_frame_with_the_mixture():
     batch = {"image": torch.arange(2 * 2 * 3).float().reshape(2, 2, 3, 1, 1),
              "audio": torch.tensor([10.0, 20.0]).reshape(2, 1, 1, 1),
              "source_audio": torch.arange(4).float().reshape(2, 2, 1, 1, 1)}
-    image, mix, target = flatten_sources(batch, zero_image=False)
+    image, mix, target, others = flatten_sources(batch, zero_image=False)
     assert image.shape == (4, 3, 1, 1) and torch.equal(image[1], batch["image"][0, 1])
     assert mix.flatten().tolist() == [10.0, 10.0, 20.0, 20.0]
     assert target.flatten().tolist() == [0.0, 1.0, 2.0, 3.0]
-    zero, _, _ = flatten_sources(batch, zero_image=True)
+    assert others.flatten().tolist() == [1.0, 0.0, 3.0, 2.0]  # with two sources, the other one
+    zero = flatten_sources(batch, zero_image=True)[0]
     assert not zero.any()
+    swapped = flatten_sources(batch, zero_image=False, shift=1)[0]  # each source gets the other's frame
+    assert torch.equal(swapped[0], batch["image"][0, 1]) and torch.equal(swapped[1], batch["image"][0, 0])
+    three = {"image": torch.zeros(1, 3, 3, 1, 1), "audio": torch.zeros(1, 1, 1, 1),
+             "source_audio": torch.tensor([0.0, 1.0, 2.0]).reshape(1, 3, 1, 1, 1)}
+    others3 = flatten_sources(three, zero_image=False)[3].flatten()  # log10 of the others' summed power
+    assert torch.allclose(others3, torch.log10(torch.tensor([110.0, 101.0, 11.0])))
 
 
 class OracleSeparator(nn.Module):
@@ -153,3 +161,25 @@ def test_clip_mixtures_from_an_index_train_and_evaluate(tmp_path):
                  "train.progress=false", "train.tensorboard=false", "train.eval_every=1", "--output", str(out)]) == 0
     report = EvaluationReport.read(out / "evaluation.json")
     assert report.get("model", "SDR").n == 2 and report.get("mixture", "SDRi").value == pytest.approx(0.0, abs=1e-9)
+
+
+def test_temporal_head_from_cached_features_trains_and_reports_the_swapped_image(tmp_path):
+    temporal = ["separate.head=temporal", "separate.mask_reference=sources", "model.freeze_encoder=true",
+                "separate.cache_features=true", "data.fresh=false", "separate.baselines=[mixture,swapped]"]
+    task = SeparateTask(load_config(SeparateRecipe, RECIPE, [*FAST, *temporal]))
+    torch.manual_seed(0)
+    model = task.build_model().train()
+    data = task.train_dataset()
+    batch = task.collate([data[i] for i in (3, 0, 7)])
+    cached, _ = task.loss(model, batch)
+    image, mix, target, others = flatten_sources(batch, zero_image=False)
+    assert torch.allclose(cached, model(image, mix, target, others).loss, atol=1e-5)
+    assert len(task._feature_caches[model]) == 16  # one chunk: every training mixture
+    out = tmp_path / "sep"
+    assert main(["train", "separate", RECIPE, *FAST, *temporal, "--output", str(out)]) == 0
+    report = EvaluationReport.read(out / "evaluation.json")
+    assert {r.subject for r in report.rows} == {"model", "mixture", "swapped"}
+    assert report.get("swapped", "SDRi").n == 6 and report.meta["head"] == "temporal"
+    for bad, problem in ((["data.fresh=true"], "data.fresh=false"), (["model.freeze_encoder=false"], "freeze_encoder")):
+        with pytest.raises(ConfigError, match=problem):
+            SeparateTask(load_config(SeparateRecipe, RECIPE, [*FAST, *temporal, *bad])).train_dataset()

@@ -125,7 +125,7 @@ def main() -> None:
     held_out = batch_of(test, range(args.mixtures))
 
     def loss_of(batch, swap=False):
-        image, mix, target = flatten_sources(batch, args.condition == "zeros")
+        image, mix, target = flatten_sources(batch, args.condition == "zeros")[:3]
         labels = batch["label"]
         if swap:  # each source asked for with the other source's image (and digit)
             image = image.reshape(-1, 2, *image.shape[1:]).flip(1).flatten(0, 1)
@@ -139,7 +139,7 @@ def main() -> None:
         out = {"loss_right": round(loss_of(held_out).item(), 4),
                "loss_swapped": round(loss_of(held_out, True).item(), 4)}
         if score:
-            image, mix, _ = flatten_sources(held_out, args.condition == "zeros")
+            image, mix = flatten_sources(held_out, args.condition == "zeros")[:2]
             head.labels = held_out["label"]
             out.update(sdr_scores(model(image, mix).mask_logits[:, 0], held_out, cfg.data))
         model.train()

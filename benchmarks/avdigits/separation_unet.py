@@ -93,7 +93,7 @@ def main() -> None:
     held_out = batch_of(AVDigitsMixtureSamples("test", cfg.data, seed=0, size=40, waveforms=True), range(40))
 
     def loss_of(batch: dict, swap: bool = False) -> torch.Tensor:
-        _, mix, target = flatten_sources(batch, True)
+        _, mix, target = flatten_sources(batch, True)[:3]
         digits = batch["label"]
         if swap:  # each source asked for with the other source's digit
             digits = digits.reshape(-1, 2).flip(1).flatten()
@@ -105,7 +105,7 @@ def main() -> None:
         out = {"loss_right": round(loss_of(held_out).item(), 4),
                "loss_swapped": round(loss_of(held_out, True).item(), 4)}
         if score:
-            _, mix, _ = flatten_sources(held_out, True)
+            _, mix = flatten_sources(held_out, True)[:2]
             out.update(sdr_scores(net(mix, held_out["label"])[:, 0], held_out, cfg.data))
         net.train()
         return out

@@ -66,7 +66,7 @@ def detect_task(state: Mapping[str, torch.Tensor]) -> str:
         return "pretrain"
     if "image_head.weight" in state:
         return "classify"
-    if any(k.startswith("avss_decoder.") for k in keys):
+    if any(k.startswith(("avss_decoder.", "temporal_decoder.")) for k in keys):  # official / avfusion's head
         return "separate"
     if any(k.startswith(("image_proj.", "query_proj.")) for k in keys):  # avfusion's contrastive localiser
         return "localize"

@@ -15,6 +15,21 @@ class AVModel(nn.Module):
 
     task = "encoder"
     options: dict
+    #: A task model whose `encoder` is frozen: no gradients, and eval mode whatever `train()` is asked.
+    freeze_encoder: bool = False
+
+    def train(self, mode: bool = True) -> "AVModel":
+        super().train(mode)
+        if self.freeze_encoder:
+            self.encoder.train(False)
+        return self
+
+    def _freeze(self, freeze: bool) -> None:
+        """Set `freeze_encoder` and take the encoder's parameters out of training when it is set."""
+        self.freeze_encoder = freeze
+        if freeze:
+            for p in self.encoder.parameters():
+                p.requires_grad_(False)
 
     def official_layout_conflict(self) -> str | None:
         """Why the official checkpoint layout cannot hold this model (an option the official code does not

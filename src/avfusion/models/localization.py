@@ -153,7 +153,6 @@ class ContrastiveLocalizer(AVModel):
         self.encoder = encoder
         self.query = query
         self.temperature = temperature
-        self.freeze_encoder = freeze_encoder
         self.neutral_partner = neutral_partner
         self.mil_top_k = mil_top_k
         self.options = dict(proj_dim=proj_dim, hidden_dim=hidden_dim, query=query, temperature=temperature,
@@ -161,15 +160,7 @@ class ContrastiveLocalizer(AVModel):
         d = encoder.embed_dim
         self.image_proj = projection(d, hidden_dim, proj_dim)
         self.query_proj = projection(d, hidden_dim, proj_dim)
-        if freeze_encoder:
-            for p in self.encoder.parameters():
-                p.requires_grad_(False)
-
-    def train(self, mode: bool = True) -> "ContrastiveLocalizer":
-        super().train(mode)
-        if self.freeze_encoder:
-            self.encoder.train(False)
-        return self
+        self._freeze(freeze_encoder)
 
     def _embed(self, image: torch.Tensor, audio: torch.Tensor, return_attention: bool = False):
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_encoder):

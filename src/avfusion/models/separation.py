@@ -1,6 +1,9 @@
-"""Visually-guided audio source separation: a U-Net over per-block audio tokens predicts a mel mask.
+"""Visually-guided audio source separation: the encoder plus a head that predicts a mel mask.
 
-Compatible with the official separation checkpoints (`encoder.*`, `avss_decoder.*`), no key map needed.
+Two heads: ``official``, the official U-Net over per-block audio tokens (`avss_decoder`; compatible with
+the official separation checkpoints, `encoder.*` and `avss_decoder.*`, no key map needed), and
+``temporal`` (`temporal_decoder`, avfusion's, ``separation_temporal``), which reads the mixture frame by
+frame at full resolution, conditioned by the fused image and fusion tokens.
 """
 from __future__ import annotations
 
@@ -19,6 +22,10 @@ from avfusion.models.unet_parts import DoubleConv, Up, evenly_spaced_blocks, ini
 UPSAMPLING = 16
 #: Official epsilon in the ratio-mask denominator (not in the paper).
 RATIO_MASK_EPS = 1e-5
+HEADS = ("official", "temporal")
+#: What the target mask compares the source with: the mixture (the official spec_mix forms) or the other
+#: sources of the mixture (mix-and-separate knows them: the ideal ratio / binary masks).
+MASK_REFERENCES = ("mixture", "sources")
 
 
 def separation_blocks(depth: int) -> list[int]:
@@ -86,24 +93,28 @@ class SeparationDecoder(nn.Module):
         return self.pred(x)  # (B, 1, gh * 16, gw * 16)
 
 
-def separation_target(audio_mix: torch.Tensor, audio_target: torch.Tensor, binary_mask: bool) -> torch.Tensor:
-    """Target mask from log10-mel inputs (B, 1, n_mels, T): with spec = 10**logmel,
-    binary: spec > spec_mix; ratio: spec / (spec + spec_mix + 1e-5) clipped to [0, 1]."""
+def separation_target(audio_mix: torch.Tensor, audio_target: torch.Tensor, binary_mask: bool,
+                      audio_other: torch.Tensor | None = None) -> torch.Tensor:
+    """Target mask from log10-mel inputs (B, 1, n_mels, T), with spec = 10**logmel and ref the mixture's
+    spec (official) or, given `audio_other`, the other sources' spec:
+    binary: spec > ref; ratio: spec / (spec + ref + 1e-5) clipped to [0, 1]."""
     spec = torch.pow(10.0, audio_target)
-    spec_mix = torch.pow(10.0, audio_mix)
+    ref = torch.pow(10.0, audio_mix if audio_other is None else audio_other)
     if binary_mask:
-        return (spec > spec_mix).to(audio_mix.dtype)
-    return (spec / (spec + spec_mix + RATIO_MASK_EPS)).clamp(0.0, 1.0)
+        return (spec > ref).to(audio_mix.dtype)
+    return (spec / (spec + ref + RATIO_MASK_EPS)).clamp(0.0, 1.0)
 
 
 def separation_loss(mask_logits: torch.Tensor, audio_mix: torch.Tensor, audio_target: torch.Tensor,
-                    weighted_loss: bool, binary_mask: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean BCE-with-logits against the target mask, optionally weighted per bin by the mixture
-    magnitude clamp(log1p(10**audio_mix), 1e-3, 10). Returns (loss, target mask)."""
-    if audio_target.shape != audio_mix.shape:
-        raise DataError(f"separation target of shape {tuple(audio_target.shape)} does not match the mixture "
-                        f"{tuple(audio_mix.shape)}; both must be log-mel spectrograms (B, 1, n_mels, T)")
-    target = separation_target(audio_mix, audio_target, binary_mask)
+                    weighted_loss: bool, binary_mask: bool,
+                    audio_other: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean BCE-with-logits against the target mask (`separation_target`), optionally weighted per bin by
+    the mixture magnitude clamp(log1p(10**audio_mix), 1e-3, 10). Returns (loss, target mask)."""
+    for name, other in (("target", audio_target), ("other sources", audio_other)):
+        if other is not None and other.shape != audio_mix.shape:
+            raise DataError(f"separation {name} of shape {tuple(other.shape)} does not match the mixture "
+                            f"{tuple(audio_mix.shape)}; all must be log-mel spectrograms (B, 1, n_mels, T)")
+    target = separation_target(audio_mix, audio_target, binary_mask, audio_other)
     weight = torch.log1p(torch.pow(10.0, audio_mix)).clamp(1e-3, 10.0) if weighted_loss else None
     return F.binary_cross_entropy_with_logits(mask_logits, target, weight), target
 
@@ -116,33 +127,69 @@ class SeparationOutput:
 
 
 class Separator(AVModel):
-    """Encoder + `avss_decoder`: separates the source seen in `image` from a log-mel mixture.
+    """Encoder + a mask head: separates the source seen in `image` from a log-mel mixture.
 
-    weighted_loss / binary_mask select the loss variant (see `separation_loss`). The official class
-    defaults to (True, True) and its released recipe to (False, True).
+    head: "official" (`avss_decoder`) or "temporal" (`temporal_decoder`). With ``freeze_encoder`` the encoder
+    gets no gradients and stays in eval mode (the temporal head can then read cached features). weighted_loss / binary_mask /
+    mask_reference select the loss (see `separation_loss`; mask_reference "sources" needs the other
+    sources' log-mel in `forward`). The official class defaults to (True, True, mixture) and its released
+    recipe to (False, True, mixture).
     """
 
     task = "separate"
 
-    def __init__(self, encoder: nn.Module, weighted_loss: bool = True, binary_mask: bool = False):
+    def __init__(self, encoder: nn.Module, weighted_loss: bool = True, binary_mask: bool = False,
+                 head: str = "official", mask_reference: str = "mixture", freeze_encoder: bool = False):
         super().__init__()
+        if head not in HEADS or mask_reference not in MASK_REFERENCES:
+            raise ConfigError(f"separation head must be one of {HEADS} (got {head!r}) and mask_reference one of "
+                              f"{MASK_REFERENCES} (got {mask_reference!r})")
+        self.weighted_loss = weighted_loss
+        self.binary_mask = binary_mask
+        self.head, self.mask_reference = head, mask_reference
+        self.options = dict(weighted_loss=weighted_loss, binary_mask=binary_mask, head=head,
+                            mask_reference=mask_reference, freeze_encoder=freeze_encoder)
+        self.encoder = encoder
+        self._freeze(freeze_encoder)
+        if head == "temporal":
+            from avfusion.models.separation_temporal import TemporalSeparationHead
+
+            self.temporal_decoder = TemporalSeparationHead(encoder.embed_dim, encoder.config.audio_size[0])
+            return
         patch = encoder.audio.patch_embed.patch_size
         if patch != UPSAMPLING:
             raise ConfigError(f"the separation decoder upsamples the audio grid x{UPSAMPLING}, so it needs audio "
                               f"patch size {UPSAMPLING} to predict a mel-resolution mask; got {patch}")
-        self.weighted_loss = weighted_loss
-        self.binary_mask = binary_mask
-        self.options = dict(weighted_loss=weighted_loss, binary_mask=binary_mask)
-        self.encoder = encoder
         self.avss_decoder = SeparationDecoder(encoder.embed_dim)
 
-    def forward(self, image: torch.Tensor, audio_mix: torch.Tensor,
-                audio_target: torch.Tensor | None = None) -> SeparationOutput:
-        """image (B, 3, H, W), audio_mix / audio_target log-mel (B, 1, n_mels, T)."""
-        out = self.encoder(image, audio_mix, return_layers=True)
-        mask_logits = self.avss_decoder([layer.audio for layer in out.layers], out.layers[-1].image,
-                                        self.encoder.audio.grid_size)
+    def official_layout_conflict(self) -> str | None:
+        return None if self.head == "official" else "its mask head is the temporal one (avfusion's)"
+
+    def features(self, image: torch.Tensor, audio_mix: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """What the temporal head reads of the encoder: (image tokens, fusion tokens) after the final norms."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_encoder):
+            out = self.encoder(image, audio_mix)
+        return out.image, out.fusion
+
+    def forward(self, image: torch.Tensor, audio_mix: torch.Tensor, audio_target: torch.Tensor | None = None,
+                audio_other: torch.Tensor | None = None,
+                features: tuple[torch.Tensor, ...] | None = None) -> SeparationOutput:
+        """image (B, 3, H, W), audio_mix / audio_target / audio_other log-mel (B, 1, n_mels, T).
+
+        `features`: the temporal head's encoder features (`features(image, audio_mix)`) computed
+        beforehand (a frozen encoder's, cached); the image is then not read."""
+        if self.head == "temporal":
+            image_tokens, fusion_tokens = features if features is not None else self.features(image, audio_mix)
+            mask_logits = self.temporal_decoder(audio_mix, image_tokens, fusion_tokens)
+        else:
+            out = self.encoder(image, audio_mix, return_layers=True)
+            mask_logits = self.avss_decoder([layer.audio for layer in out.layers], out.layers[-1].image,
+                                            self.encoder.audio.grid_size)
         if audio_target is None:
             return SeparationOutput(mask_logits)
-        loss, target = separation_loss(mask_logits, audio_mix, audio_target, self.weighted_loss, self.binary_mask)
+        if self.mask_reference == "sources" and audio_other is None:
+            raise DataError("mask_reference 'sources' forms the target from the other sources: pass audio_other")
+        other = audio_other if self.mask_reference == "sources" else None
+        loss, target = separation_loss(mask_logits, audio_mix, audio_target, self.weighted_loss, self.binary_mask,
+                                       other)
         return SeparationOutput(mask_logits, loss, target)

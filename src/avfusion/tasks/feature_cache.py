@@ -8,6 +8,7 @@ batch order: the batch an encoder pass sees can change its floating-point roundi
 """
 from __future__ import annotations
 
+import weakref
 from typing import Any, Callable, Sequence
 
 import torch
@@ -53,3 +54,29 @@ class FeatureCache:
         parts = [self._load(i // self.chunk) for i in rows]
         return tuple(torch.stack([p[k][i % self.chunk] for p, i in zip(parts, rows)])
                      for k in range(len(parts[0])))
+
+
+class ModelFeatureCaches:
+    """One :class:`FeatureCache` per model a task trains (a task object can train several models, e.g.
+    in tests), each computing ``compute(model, batch)`` with that model; a cache never keeps its model alive."""
+
+    def __init__(self, dataset: Callable[[], Dataset], compute: Callable[[Any, Any], Sequence[torch.Tensor]],
+                 collate: Callable[[list], Any], to_device: Callable[[Any, torch.device], Any]):
+        self.dataset, self.compute, self.collate, self.to_device = dataset, compute, collate, to_device
+        self._caches: "weakref.WeakKeyDictionary[torch.nn.Module, FeatureCache]" = weakref.WeakKeyDictionary()
+
+    def __len__(self) -> int:
+        """Models with a cache now."""
+        return len(self._caches)
+
+    def __getitem__(self, model: torch.nn.Module) -> FeatureCache:
+        return self._caches[model]
+
+    def get(self, model: torch.nn.Module, indices: Sequence[int] | torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The cached features of ``indices`` under ``model`` (an unwrapped model)."""
+        if model not in self._caches:
+            device = next(model.parameters()).device
+            owner = weakref.ref(model)
+            self._caches[model] = FeatureCache(self.dataset(), lambda batch: self.compute(owner(), batch),
+                                               self.collate, lambda batch: self.to_device(batch, device))
+        return self._caches[model].get(indices)

@@ -9,7 +9,6 @@ mean cIoU under each binarisation rule of the recipe. See docs/localization.md.
 from __future__ import annotations
 
 import logging
-import weakref
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal
@@ -24,7 +23,7 @@ from avfusion.errors import CheckpointError, ConfigError, DataError
 from avfusion.tasks.common import (AVDIGITS, DataConfig, EpochSamples, ModelConfig, build_dataset, encoder_config_for,
                                    init_streams, ramped_streams)
 from avfusion.tasks.evaluation import EvaluationReport
-from avfusion.tasks.feature_cache import FeatureCache
+from avfusion.tasks.feature_cache import ModelFeatureCaches
 from avfusion.tasks.weights import encoder_param_hints, layer_id_fn, load_encoder_init
 
 log = logging.getLogger(__name__)
@@ -222,19 +221,10 @@ class LocalizeTask(Task):
         return EpochSamples(build_dataset(cfg.data, cfg.data.train_split, train=True, seed=cfg.train.seed))
 
     @cached_property
-    def _feature_caches(self) -> "weakref.WeakKeyDictionary[nn.Module, FeatureCache]":
-        """One feature cache per model trained (``localize.cache_features``)."""
-        return weakref.WeakKeyDictionary()
-
-    def _cached_features(self, model: nn.Module, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        plain = unwrap(model)
-        if plain not in self._feature_caches:
-            device = next(plain.parameters()).device
-            owner = weakref.ref(plain)  # the cache must not keep its own key alive
-            self._feature_caches[plain] = FeatureCache(
-                self.train_dataset(), lambda batch: owner().neutral_features(batch["image"], batch["audio"]),
-                self.collate, lambda batch: self.to_device(batch, device))
-        return self._feature_caches[plain].get(indices)
+    def _feature_caches(self) -> ModelFeatureCaches:
+        """The frozen encoder's features of every training item (``localize.cache_features``)."""
+        return ModelFeatureCaches(self.train_dataset, lambda model, b: model.neutral_features(b["image"], b["audio"]),
+                                  self.collate, self.to_device)
 
     def batch_size(self, batch: dict) -> int:
         return int(batch["image"].shape[0])
@@ -242,7 +232,7 @@ class LocalizeTask(Task):
     def loss(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         c = self.cfg.localize
         if c.cache_features:
-            out = model(None, None, pairing=c.pairing, features=self._cached_features(model, batch["index"]))
+            out = model(None, None, pairing=c.pairing, features=self._feature_caches.get(unwrap(model), batch["index"]))
         else:
             out = model(batch["image"], batch["audio"], pairing=c.pairing, negatives=c.negatives)
         return out.loss, {}

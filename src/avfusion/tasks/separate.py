@@ -7,9 +7,10 @@ mixtures: each source is re-synthesised from its mask and the mixture (``mask_to
 scored with BSS Eval v3 (SDR, SIR, SAR), beside SDR_mix and SDRi; mixtures with a near-silent
 reference, estimate or mixture are skipped and counted (docs/protocols.md).
 
-Baselines: ``mixture`` (the mixture itself as every estimate) is printed beside the model;
-``separate.condition=zeros`` trains and evaluates the same separator with the image replaced by
-zeros: the audio-only separator (its rows are labelled ``audio-only``).
+Baselines: ``mixture`` (the mixture itself as every estimate) and ``swapped`` (the model given, for
+each source, the frame of the mixture's NEXT source: how much the right image steers the separation)
+are printed beside the model; ``separate.condition=zeros`` trains and evaluates the same separator
+with the image replaced by zeros: the audio-only separator (its rows are labelled ``audio-only``).
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ from torch.utils.data import Dataset
 
 from avfusion.engine import ParamHints, Task, TrainConfig, unwrap
 from avfusion.errors import ConfigError, DataError
-from avfusion.tasks.common import DataConfig, ModelConfig, encoder_config_for, init_streams, ramped_streams
+from avfusion.tasks.common import AVDIGITS, DataConfig, ModelConfig, encoder_config_for, init_streams, ramped_streams
+from avfusion.tasks.feature_cache import ModelFeatureCaches
 from avfusion.tasks.evaluation import EvaluationReport
 from avfusion.tasks.separate_data import build_mixtures
 from avfusion.tasks.weights import encoder_param_hints, load_encoder_init, load_task_model
@@ -33,7 +35,7 @@ log = logging.getLogger(__name__)
 
 METRICS = ("SDR", "SIR", "SAR", "SDR_mix", "SDRi")
 BASELINE_METRICS = ("SDR", "SIR", "SAR", "SDRi")  # SDR_mix of a baseline is its SDR
-BASELINES = ("mixture",)
+BASELINES = ("mixture", "swapped")
 
 
 @dataclass
@@ -43,9 +45,11 @@ class SeparateModelConfig(ModelConfig):
     Attributes:
         pretrained: encoder weights to start from (a ``save_pretrained`` directory of any task, or an
             official checkpoint file); null: random init (or image_init/audio_init).
+        freeze_encoder: train the head only (the encoder stays in eval mode, without gradients).
     """
 
     pretrained: str | None = None
+    freeze_encoder: bool = False
 
 
 @dataclass
@@ -54,10 +58,16 @@ class SeparateConfig:
 
     Attributes:
         num_sources: sources per mixture (AV-Digits: 2).
-        binary_mask: target mask spec > spec_mix (official recipe) instead of the ratio mask.
+        head: the mask head: ``official`` (the official U-Net over the audio-token grid, ``avss_decoder``;
+            what official checkpoints hold) or ``temporal`` (the mixture's log-mel frame by frame
+            through a bidirectional GRU, conditioned by the fused image and fusion tokens; avfusion's).
+        binary_mask: target mask spec > ref instead of the ratio mask spec / (spec + ref).
+        mask_reference: what ``ref`` is: ``mixture`` (the official forms, spec_mix) or ``sources`` (the
+            other sources of the mixture, which mix-and-separate knows: the ideal masks).
         weighted_loss: weight the BCE by clamp(log1p(mixture magnitude), 1e-3, 10).
         condition: "image" (the model); "zeros": the image is replaced by zeros (audio-only baseline).
-        baselines: extra rows printed beside the model; "mixture": the mixture as every estimate.
+        baselines: extra rows printed beside the model; "mixture": the mixture as every estimate;
+            "swapped": the model given the frame of the mixture's next source (not with condition=zeros).
         silence_threshold: mixtures with a reference, estimate or mixture of energy below this are skipped.
         train_list: clip datasets: file of item ids (first comma or whitespace field per line; a path
             relative to data.root unless absolute) restricting the training split, its ids looked up in
@@ -65,17 +75,24 @@ class SeparateConfig:
         eval_index: clip datasets: index whose items are the fixed evaluation mixtures (e.g.
             ``vggsound_music``, read from data.root); null: fixed mixtures drawn from data.eval_split.
         eval_mixtures: without eval_index: number of fixed evaluation mixtures (null: one per clip).
+        cache_features: temporal head on a frozen encoder: keep the encoder's features of every training
+            mixture after their first use, so later epochs train the head alone
+            (``avfusion.tasks.feature_cache``); needs the same mixtures every epoch (AV-Digits with
+            data.fresh=false).
     """
 
     num_sources: int = 2
+    head: Literal["official", "temporal"] = "official"
     binary_mask: bool = True
+    mask_reference: Literal["mixture", "sources"] = "mixture"
     weighted_loss: bool = False
     condition: Literal["image", "zeros"] = "image"
-    baselines: tuple[str, ...] = BASELINES
+    baselines: tuple[str, ...] = ("mixture",)
     silence_threshold: float = 1e-5
     train_list: str | None = None
     eval_index: str | None = None
     eval_mixtures: int | None = None
+    cache_features: bool = False
 
     def __post_init__(self) -> None:
         if self.num_sources < 2:
@@ -95,14 +112,18 @@ class SeparateRecipe:
     separate: SeparateConfig = field(default_factory=SeparateConfig)
 
 
-def flatten_sources(batch: dict, zero_image: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(B, K, ...) sources -> B*K separator inputs: image, mixture log-mel repeated, target log-mel."""
-    image, target = batch["image"].flatten(0, 1), batch["source_audio"].flatten(0, 1)  # (B*K, ...)
+def flatten_sources(batch: dict, zero_image: bool, shift: int = 0) -> tuple[torch.Tensor, ...]:
+    """(B, K, ...) sources -> B*K separator inputs: image, mixture log-mel repeated, target log-mel, and
+    the other sources' log-mel (log10 of their summed mel power). ``shift``: source k gets the image of
+    source (k + shift) mod K (1: the swapped-image baseline)."""
+    images = batch["image"].roll(-shift, dims=1) if shift else batch["image"]
+    sources = batch["source_audio"]  # (B, K, 1, n_mels, T) log10 mel power
+    power = torch.pow(10.0, sources)
+    others = torch.log10((power.sum(dim=1, keepdim=True) - power).clamp_min(1e-10))
     k = batch["image"].shape[1]
     mix = batch["audio"].repeat_interleave(k, dim=0)  # (B*K, 1, n_mels, T)
-    if zero_image:
-        image = torch.zeros_like(image)
-    return image, mix, target
+    image = torch.zeros_like(images.flatten(0, 1)) if zero_image else images.flatten(0, 1)
+    return image, mix, sources.flatten(0, 1), others.flatten(0, 1)
 
 
 class SeparateTask(Task):
@@ -112,6 +133,18 @@ class SeparateTask(Task):
 
     # ------------------------------------------------------------------ data
     def train_dataset(self) -> Dataset:
+        cfg = self.cfg
+        if cfg.separate.cache_features:
+            if not (cfg.model.freeze_encoder and cfg.separate.head == "temporal"):
+                raise ConfigError("separate.cache_features keeps the encoder's features of each training mixture: "
+                                  "it needs separate.head=temporal and model.freeze_encoder=true")
+            if cfg.data.name != AVDIGITS or cfg.data.fresh:
+                raise ConfigError("separate.cache_features reuses each training mixture's features every epoch, so "
+                                  "the mixtures must be the same every epoch: AV-Digits with data.fresh=false")
+        return self._train_set
+
+    @cached_property
+    def _train_set(self) -> Dataset:
         cfg = self.cfg
         return build_mixtures(cfg.data, cfg.data.train_split, train=True, seed=cfg.train.seed, sep=cfg.separate)
 
@@ -129,17 +162,21 @@ class SeparateTask(Task):
 
         cfg = self.cfg
         s = cfg.separate
-        model = build_model("separate", encoder_config_for(cfg.model, cfg.data), weighted_loss=s.weighted_loss,
-                            binary_mask=s.binary_mask)
+        model = build_model("separate", encoder_config_for(cfg.model, cfg.data), **self._model_options)
         init_streams(model.encoder, cfg.model)
         if cfg.model.pretrained:
             load_encoder_init(model.encoder, cfg.model.pretrained)
         return model
 
+    @property
+    def _model_options(self) -> dict[str, Any]:
+        s = self.cfg.separate
+        return dict(weighted_loss=s.weighted_loss, binary_mask=s.binary_mask, head=s.head,
+                    mask_reference=s.mask_reference, freeze_encoder=self.cfg.model.freeze_encoder)
+
     def model_for_evaluation(self, checkpoint: str) -> nn.Module:
-        cfg, s = self.cfg, self.cfg.separate
-        return load_task_model("separate", checkpoint, encoder_config_for(cfg.model, cfg.data),
-                               weighted_loss=s.weighted_loss, binary_mask=s.binary_mask)
+        cfg = self.cfg
+        return load_task_model("separate", checkpoint, encoder_config_for(cfg.model, cfg.data), **self._model_options)
 
     def param_hints(self, model: nn.Module) -> ParamHints:
         return encoder_param_hints(model, ramped_streams(self.cfg.model))
@@ -154,8 +191,23 @@ class SeparateTask(Task):
         return int(batch["audio"].shape[0])
 
     def loss(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        image, mix, target = flatten_sources(batch, self.cfg.separate.condition == "zeros")
-        return model(image, mix, target).loss, {}
+        image, mix, target, others = flatten_sources(batch, self.cfg.separate.condition == "zeros")
+        features = None
+        if self.cfg.separate.cache_features:
+            features = tuple(f.flatten(0, 1) for f in self._feature_caches.get(unwrap(model), batch["index"]))
+        return model(image, mix, target, others, features=features).loss, {}
+
+    @cached_property
+    def _feature_caches(self) -> ModelFeatureCaches:
+        """The frozen encoder's features of every training mixture, (K, ...) per mixture."""
+        zero = self.cfg.separate.condition == "zeros"
+
+        def compute(model: nn.Module, batch: dict) -> tuple[torch.Tensor, ...]:
+            image, mix = flatten_sources(batch, zero)[:2]
+            k = batch["image"].shape[1]
+            return tuple(f.unflatten(0, (-1, k)) for f in model.features(image, mix))
+
+        return ModelFeatureCaches(self.train_dataset, compute, self.collate, self.to_device)
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
@@ -168,24 +220,28 @@ class SeparateTask(Task):
         model = unwrap(model)
         device = next(model.parameters()).device
         subject = "audio-only" if s.condition == "zeros" else "model"
-        accs = {name: Accumulator(f"separate/{name}") for name in (subject, *s.baselines)}
+        names = [b for b in s.baselines if not (b == "swapped" and s.condition == "zeros")]
+        accs = {name: Accumulator(f"separate/{name}") for name in (subject, *names)}
         for batch in loader:
             if "source_waveform" not in batch:
                 raise DataError("separation evaluation needs waveforms (source_waveform, mixture_waveform) in the "
                                 "samples")
-            image, mix, _ = flatten_sources(batch, s.condition == "zeros")
             b, k = batch["image"].shape[:2]
-            logits = model(image.to(device), mix.to(device)).mask_logits.float().cpu()  # (B*K, 1, n_mels, T)
             waves_mix = batch["mixture_waveform"].float()  # (B, L)
-            estimates = mask_to_waveform(waves_mix.repeat_interleave(k, dim=0), logits[:, 0], cfg.data.sample_rate,
-                                         cfg.data.n_mels).reshape(b, k, -1)  # (B, K, L)
             refs = batch["source_waveform"].float()
+
+            def estimate(shift: int) -> torch.Tensor:
+                image, mix = flatten_sources(batch, s.condition == "zeros", shift)[:2]
+                logits = model(image.to(device), mix.to(device)).mask_logits.float().cpu()  # (B*K, 1, n_mels, T)
+                return mask_to_waveform(waves_mix.repeat_interleave(k, dim=0), logits[:, 0], cfg.data.sample_rate,
+                                        cfg.data.n_mels).reshape(b, k, -1)  # (B, K, L)
+
+            estimates = {subject: estimate(0), "mixture": waves_mix[:, None].expand(-1, k, -1)}
+            if "swapped" in accs:
+                estimates["swapped"] = estimate(1)
             for j, index in enumerate(batch["index"].tolist()):
-                accs[subject].add(index, evaluate_mixture(refs[j], estimates[j], waves_mix[j], s.silence_threshold))
-                if "mixture" in accs:
-                    as_estimate = waves_mix[j].expand(k, -1)
-                    accs["mixture"].add(index, evaluate_mixture(refs[j], as_estimate, waves_mix[j],
-                                                                s.silence_threshold))
+                for name, acc in accs.items():
+                    acc.add(index, evaluate_mixture(refs[j], estimates[name][j], waves_mix[j], s.silence_threshold))
         return self._report({name: acc.gather() for name, acc in accs.items()})
 
     def _report(self, results: dict[str, dict]) -> EvaluationReport:
@@ -193,7 +249,8 @@ class SeparateTask(Task):
 
         cfg = self.cfg
         report = EvaluationReport("separate", dataset=cfg.data.name, split=cfg.data.eval_split,
-                                  num_sources=cfg.separate.num_sources, condition=cfg.separate.condition)
+                                  num_sources=cfg.separate.num_sources, condition=cfg.separate.condition,
+                                  head=cfg.separate.head)
         for name, items in results.items():
             if not items:
                 raise DataError("separation evaluation saw no mixtures; check data.eval_split")
