@@ -171,11 +171,15 @@ def test_tar_shard_with_a_corrupt_member(media, tmp_path):
         "vggsound/video/bbbbbbbbbbb_000000.mp4": media["garbage"],
         "vggsound/video/ccccccccccc_000020.mp4": media["good2"],
         "vggsound/README.txt": b"hello"})
-    report = prepare([archive], tmp_path / "out", workers=0, progress=False)
-    assert report.counts == {"done": 2, "already_done": 0, "not_in_annotations": 0, "failed": 1}
+    again = shard(tmp_path / "vggsound_01.tar.gz", {                  # a good copy of the broken one,
+        "vggsound/video/bbbbbbbbbbb_000000.mp4": media["good3"],      # and one of a prepared one
+        "vggsound/video/ccccccccccc_000020.mp4": media["good2"]})
+    report = prepare([archive, again], tmp_path / "out", workers=0, progress=False)
+    assert report.counts == {"done": 3, "already_done": 1, "not_in_annotations": 0, "failed": 1}
     assert report.failed[0].source == f"{archive}:vggsound/video/bbbbbbbbbbb_000000.mp4"
     assert report.sources[0]["complete"] and report.sources[0]["members_read"] == 4
-    assert (tmp_path / "out/vggsound/video/ccccccccccc_000020.mp4").is_file()
+    for name in ("aaaaaaaaaaa_000010", "bbbbbbbbbbb_000000", "ccccccccccc_000020"):
+        assert facts(tmp_path / f"out/vggsound/video/{name}.mp4")["keys"] == [0, 16, 32, 48]
 
 
 @pytest.mark.parametrize("damage", ["cut_gzip", "bad_header"])

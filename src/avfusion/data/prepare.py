@@ -117,35 +117,39 @@ def default_workers() -> int:
 
 class _Jobs:
     """Runs `prepare_one` here (workers 0) or in worker processes, at most 2 per worker in flight (bounding
-    the archive members held in memory), and books the outcomes in the report."""
+    the archive members held in memory), and books the outcomes in the report. `claimed`: the outputs
+    made or being made in this run (a failed one is released, so a later copy of the input can try)."""
 
     def __init__(self, workers: int, report: PrepareReport, settings: TranscodeSettings):
         self.report, self.settings = report, settings
         self.pool = None
         self.window = 2 * workers
-        self.pending: dict[Future, str] = {}
+        self.pending: dict[Future, Path] = {}
+        self.claimed: set[Path] = set()
         if workers > 0:
             import multiprocessing as mp
             self.pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"))
 
     def submit(self, name: str, src: Path | bytes, dst: Path) -> None:
+        self.claimed.add(dst)
         if self.pool is None:
-            self._book(prepare_one(name, src, dst, self.settings))
+            self._book(prepare_one(name, src, dst, self.settings), dst)
             return
         while len(self.pending) >= self.window:
             self._collect(FIRST_COMPLETED)
-        self.pending[self.pool.submit(prepare_one, name, src, dst, self.settings)] = name
+        self.pending[self.pool.submit(prepare_one, name, src, dst, self.settings)] = dst
 
     def _collect(self, how: str) -> None:
         done, _ = wait(list(self.pending), return_when=how)
         for future in done:
-            del self.pending[future]
-            self._book(future.result())          # an OutputError or a bug in a worker stops the run here
+            dst = self.pending.pop(future)
+            self._book(future.result(), dst)     # an OutputError or a bug in a worker stops the run here
 
-    def _book(self, failure: Failure | None) -> None:
+    def _book(self, failure: Failure | None, dst: Path) -> None:
         if failure is None:
             self.report.counts["done"] += 1
         else:
+            self.claimed.discard(dst)
             self.report.fail(failure.source, failure.reason)
 
     def drain(self) -> None:
@@ -166,8 +170,7 @@ def _remove_stale_temporaries(output: Path) -> int:
     return len(stale)
 
 
-def _run_source(source: Source, layout, jobs: _Jobs, report: PrepareReport, seen: set[Path],
-                progress: bool) -> dict[str, Any]:
+def _run_source(source: Source, layout, jobs: _Jobs, report: PrepareReport, progress: bool) -> dict[str, Any]:
     """Queue every video of one source; a corrupt archive is reported and ends this source only."""
     from tqdm.auto import tqdm
 
@@ -177,7 +180,7 @@ def _run_source(source: Source, layout, jobs: _Jobs, report: PrepareReport, seen
     try:
         for entry in source.entries():
             info["videos"] += 1
-            _queue(entry, layout, jobs, report, seen)
+            _queue(entry, layout, jobs, report)
             bar.total = source.total
             bar.update(source.position - bar.n)
             bar.set_postfix(report.counts, refresh=False)
@@ -191,7 +194,7 @@ def _run_source(source: Source, layout, jobs: _Jobs, report: PrepareReport, seen
     return info
 
 
-def _queue(entry: Entry, layout, jobs: _Jobs, report: PrepareReport, seen: set[Path]) -> None:
+def _queue(entry: Entry, layout, jobs: _Jobs, report: PrepareReport) -> None:
     try:
         dst = layout.target(entry)
     except DataError as exc:
@@ -200,10 +203,9 @@ def _queue(entry: Entry, layout, jobs: _Jobs, report: PrepareReport, seen: set[P
     if dst is None:
         report.counts["not_in_annotations"] += 1
         report.not_in_annotations.append(entry.name)
-    elif dst in seen or dst.exists():
+    elif dst in jobs.claimed or dst.exists():
         report.counts["already_done"] += 1
     else:
-        seen.add(dst)
         jobs.submit(entry.name, entry.load(), dst)
 
 
@@ -223,10 +225,10 @@ def prepare(sources: Sequence[str | Path], output: str | Path, *, dataset: str |
         log.info("%s: removed %d temporary files of an interrupted run", output, stale)
     layout.install()
     report = PrepareReport(str(output), layout.dataset, asdict(settings))
-    jobs, seen = _Jobs(workers, report, settings), set()
+    jobs = _Jobs(workers, report, settings)
     try:
         for source in opened:
-            report.sources.append(_run_source(source, layout, jobs, report, seen, progress))
+            report.sources.append(_run_source(source, layout, jobs, report, progress))
         jobs.drain()
     except BaseException:
         report.interrupted = True
