@@ -127,9 +127,14 @@ def run_prepare(args: argparse.Namespace) -> int:
 
     if args.workers is not None and args.workers < 0:
         raise ConfigError(f"--workers must be >= 0, got {args.workers}")
-    with logging_redirect_tqdm():
-        report = prepare(args.source, args.output, dataset=args.dataset, annotations=args.annotations,
-                         workers=args.workers)
+    try:
+        with logging_redirect_tqdm():
+            report = prepare(args.source, args.output, dataset=args.dataset, annotations=args.annotations,
+                             workers=args.workers)
+    except KeyboardInterrupt:
+        log.error("interrupted: finished clips are kept (%s); run the same command again to go on",
+                  args.output / REPORT_NAME)
+        return 130
     print(report.summary())
     print(f"report: {args.output / REPORT_NAME}")
     return 1 if report.failed else 0

@@ -18,8 +18,10 @@ import io
 import json
 import logging
 import os
+import signal
 import tempfile
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -115,6 +117,38 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+_busy = False      # a worker process is inside a job
+
+
+class _Stopped(BaseException):
+    """SIGTERM in a worker process (the main process stops its workers after Ctrl-C or an error)."""
+
+
+def _worker_init() -> None:
+    """Worker processes leave Ctrl-C to the main process, which stops them with SIGTERM."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _on_term)
+
+
+def _on_term(signum, frame) -> None:
+    if not _busy:
+        os._exit(128 + signum)
+    raise _Stopped
+
+
+def _worker_job(*args) -> Failure | None:
+    """`prepare_one` in a worker; stopped, it exits once `prepare_one` has deleted its temporary file
+    (raising would only hand the exception to the pool, whose worker would take the next job)."""
+    global _busy
+    _busy = True
+    try:
+        return prepare_one(*args)
+    except _Stopped:
+        os._exit(128 + signal.SIGTERM)
+    finally:
+        _busy = False
+
+
 class _Jobs:
     """Runs `prepare_one` here (workers 0) or in worker processes, at most 2 per worker in flight (bounding
     the archive members held in memory), and books the outcomes in the report. `claimed`: the outputs
@@ -124,11 +158,11 @@ class _Jobs:
         self.report, self.settings = report, settings
         self.pool = None
         self.window = 2 * workers
-        self.pending: dict[Future, Path] = {}
+        self.pending: dict[Future, tuple[str, Path]] = {}
         self.claimed: set[Path] = set()
         if workers > 0:
             import multiprocessing as mp
-            self.pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"))
+            self.pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_worker_init)
 
     def submit(self, name: str, src: Path | bytes, dst: Path) -> None:
         self.claimed.add(dst)
@@ -136,14 +170,20 @@ class _Jobs:
             self._book(prepare_one(name, src, dst, self.settings), dst)
             return
         while len(self.pending) >= self.window:
-            self._collect(FIRST_COMPLETED)
-        self.pending[self.pool.submit(prepare_one, name, src, dst, self.settings)] = dst
+            self._collect()
+        self.pending[self.pool.submit(_worker_job, name, src, dst, self.settings)] = (name, dst)
 
-    def _collect(self, how: str) -> None:
-        done, _ = wait(list(self.pending), return_when=how)
+    def _collect(self) -> None:
+        done, _ = wait(list(self.pending), return_when=FIRST_COMPLETED)
         for future in done:
-            dst = self.pending.pop(future)
-            self._book(future.result(), dst)     # an OutputError or a bug in a worker stops the run here
+            name, dst = self.pending.pop(future)
+            try:
+                failure = future.result()        # an OutputError or a bug in a worker stops the run here
+            except BrokenProcessPool as exc:
+                names = [name, *(n for n, _ in self.pending.values())]
+                raise DataError(f"a worker process died (FFmpeg crashed?) on one of: {', '.join(names)}; "
+                                "run again (finished clips are kept), with --workers 0 to see which") from exc
+            self._book(failure, dst)
 
     def _book(self, failure: Failure | None, dst: Path) -> None:
         if failure is None:
@@ -154,11 +194,22 @@ class _Jobs:
 
     def drain(self) -> None:
         while self.pending:
-            self._collect(FIRST_COMPLETED)
+            self._collect()
 
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+    def close(self, finished: bool) -> None:
+        """Wait for the workers after a finished run; stop them at once after an error or Ctrl-C (their
+        temporary files are deleted; outputs already renamed into place are kept)."""
+        if self.pool is None:
+            return
+        if not finished:
+            for future in self.pending:
+                future.cancel()
+            if hasattr(self.pool, "terminate_workers"):                  # Python 3.14
+                self.pool.terminate_workers()
+            else:                                # SIGTERM: see `_worker_job`
+                for process in list((getattr(self.pool, "_processes", None) or {}).values()):
+                    process.terminate()
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _remove_stale_temporaries(output: Path) -> int:
@@ -234,6 +285,6 @@ def prepare(sources: Sequence[str | Path], output: str | Path, *, dataset: str |
         report.interrupted = True
         raise
     finally:
-        jobs.close()
+        jobs.close(finished=not report.interrupted)
         report.write(output / REPORT_NAME)
     return report
