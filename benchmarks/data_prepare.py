@@ -10,8 +10,9 @@ yuv420p, the AAC audio copied:
         -crf 23 -g 16 -keyint_min 16 -sc_threshold 0 -pix_fmt yuv420p -threads 1 -c:a copy OUT.mp4
 
 Rows: `prepare(workers=0)` (one process, one thread: the work of one worker) and ffmpeg with one thread,
-run alternately `--repeats` times over the same clips; ffmpeg with its default threading, and
-`prepare(workers=N)` (worker processes: the CPU of the children counted) for reference. "clips per
+the comparison; ffmpeg with its default threading; `prepare(workers=N)` (worker processes, their CPU
+counted) against N one-thread ffmpeg processes at a time (as `xargs -P N`). Every variant runs
+`--repeats` times over the same clips, the order reversed every other round. "clips per
 CPU-second" is over all runs, "uncontended" from the fastest run (timeit's rule, as in
 `data_throughput.py`). The loader rows are `ClipDataset(train=True)` samples (one worker, one thread; as
 `data_throughput.py` measures them) on the raw and on the prepared clips.
@@ -32,9 +33,10 @@ from functools import partial
 from pathlib import Path
 
 import av
-import torch
 
-from data_throughput import epoch_sample, make_clip, measure
+# torch and data_throughput (which imports torch) are imported where they are used: the worker processes
+# of `prepare(workers=N)` are spawned, and each imports this script again; a second of imports each would
+# be counted against the parallel row of four clips.
 
 FFMPEG_ARGS = ["-vf", "scale=-2:360:flags=bicubic", "-c:v", "libx264", "-preset", "veryfast", "-crf", "23",
                "-g", "16", "-keyint_min", "16", "-sc_threshold", "0", "-pix_fmt", "yuv420p", "-c:a", "copy"]
@@ -54,13 +56,24 @@ def run_prepare(clips: Path, out: Path, workers: int) -> None:
         raise RuntimeError(f"prepare did not prepare every clip: {report.summary()}")
 
 
-def run_ffmpeg(clips: Path, out: Path, threads: int | None) -> None:
+def run_ffmpeg(clips: Path, out: Path, threads: int | None, parallel: int = 1) -> None:
+    """ffmpeg on every clip, `parallel` processes at a time (as `xargs -P`)."""
     out.mkdir(parents=True, exist_ok=True)
     one = ["-threads", "1"] if threads == 1 else []
+    running: list[subprocess.Popen] = []
     for src in sorted(clips.glob("*.mp4")):
         cmd = ["ffmpeg", "-nostdin", "-loglevel", "error", "-y", *one, "-i", str(src), *FFMPEG_ARGS[:2],
                *(["-filter_threads", "1"] if threads == 1 else []), *FFMPEG_ARGS[2:], *one, str(out / src.name)]
-        subprocess.run(cmd, check=True)
+        if len(running) >= parallel:
+            _finish(running.pop(0))
+        running.append(subprocess.Popen(cmd))
+    for process in running:
+        _finish(process)
+
+
+def _finish(process: subprocess.Popen) -> None:
+    if process.wait() != 0:
+        raise RuntimeError(f"ffmpeg failed: {' '.join(process.args)}")
 
 
 def timed(fn, n: int) -> tuple[float, float]:
@@ -75,7 +88,9 @@ def transcode_rows(clips: Path, scratch: Path, repeats: int, workers: int) -> li
     variants = {"avfusion data prepare, 1 process (workers 0)": partial(run_prepare, workers=0),
                 "ffmpeg CLI, -threads 1": partial(run_ffmpeg, threads=1),
                 "ffmpeg CLI, default threads": partial(run_ffmpeg, threads=None),
-                f"avfusion data prepare, --workers {workers}": partial(run_prepare, workers=workers)}
+                f"avfusion data prepare, --workers {workers}": partial(run_prepare, workers=workers),
+                f"ffmpeg CLI, -threads 1, {workers} processes at a time": partial(run_ffmpeg, threads=1,
+                                                                                 parallel=workers)}
     runs: dict[str, list[tuple[float, float]]] = {k: [] for k in variants}
     for r in range(repeats):
         order = list(variants) if r % 2 == 0 else list(variants)[::-1]    # drift hits every variant alike
@@ -90,6 +105,7 @@ def transcode_rows(clips: Path, scratch: Path, repeats: int, workers: int) -> li
 def loader_rows(raw: Path, prepared: Path, samples: int, repeats: int, size: str) -> list[tuple]:
     from avfusion.data.clips import ClipDataset
     from avfusion.data.indexes import Index, Item
+    from data_throughput import epoch_sample, measure
 
     rows = []
     for what, folder in ((f"raw ({size}, keyframe every 250)", raw), ("prepared (360p, keyframe every 16)", prepared)):
@@ -112,6 +128,9 @@ def main(argv=None) -> None:
     parser.add_argument("--samples", type=int, default=100, help="loader samples per configuration (default 100)")
     parser.add_argument("--dir", type=Path, help="where to write the clips (default: a temporary folder)")
     args = parser.parse_args(argv)
+    import torch
+    from data_throughput import make_clip
+
     torch.set_num_threads(1)
     if shutil.which("ffmpeg") is None:
         raise SystemExit("the ffmpeg command line is needed for the comparison (apt-get install ffmpeg)")

@@ -283,3 +283,18 @@ def test_cli_help_and_usage_errors(tmp_path, capsys):
         prepare([tmp_path / "d"], tmp_path / "o", dataset="vggsound")
     with pytest.raises(ConfigError, match="vggsound only"):
         prepare([tmp_path / "d"], tmp_path / "o", dataset="audioset", annotations=tmp_path / "x.csv")
+
+
+def test_output_inside_the_source_and_readable_by_others(media, tmp_path):
+    src = tmp_path / "downloads"
+    src.mkdir()
+    (src / "good1.mp4").write_bytes(media["good1"])
+    prepare([src], src / "prepared", workers=0, progress=False)
+    again = prepare([src], src / "prepared", workers=0, progress=False)       # its own outputs are not inputs
+    assert again.counts == {"done": 0, "already_done": 1, "not_in_annotations": 0, "failed": 0}
+    assert sorted(p.relative_to(src).as_posix() for p in src.rglob("*.mp4")) == ["good1.mp4", "prepared/good1.mp4"]
+    import os
+    umask = os.umask(0o022)
+    os.umask(umask)
+    for path in (src / "prepared/good1.mp4", src / "prepared" / REPORT_NAME):
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask                 # not mkstemp's private 0600

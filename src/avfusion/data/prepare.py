@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from avfusion.data.prepare_sources import CorruptSource, Entry, Source, make_layout, open_sources
-from avfusion.errors import DecodeError, DataError
+from avfusion.errors import ConfigError, DataError, DecodeError
 from avfusion.media_transcode import TranscodeSettings
 
 log = logging.getLogger(__name__)
@@ -82,11 +82,19 @@ class PrepareReport:
         return path
 
 
+def _file_mode() -> int:
+    """The permissions of a new file under the umask (`mkstemp` makes its files private)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _atomic_write_text(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
+        os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -103,6 +111,7 @@ def prepare_one(name: str, src: Path | bytes, dst: Path, settings: TranscodeSett
     os.close(fd)
     try:
         transcode(io.BytesIO(src) if isinstance(src, bytes) else src, tmp, settings, name=name)
+        os.chmod(tmp, _file_mode())
         os.replace(tmp, dst)
         return None
     except DecodeError as exc:
@@ -268,9 +277,9 @@ def prepare(sources: Sequence[str | Path], output: str | Path, *, dataset: str |
     output = Path(output).expanduser()
     workers = default_workers() if workers is None else workers
     if workers < 0:
-        raise DataError(f"workers must be >= 0, got {workers}")
+        raise ConfigError(f"workers must be >= 0, got {workers}")
     layout = make_layout(output, dataset, annotations)
-    opened = open_sources(sources)                              # every source exists before any work
+    opened = open_sources(sources, skip=output)                 # every source exists before any work
     output.mkdir(parents=True, exist_ok=True)
     if stale := _remove_stale_temporaries(output):
         log.info("%s: removed %d temporary files of an interrupted run", output, stale)

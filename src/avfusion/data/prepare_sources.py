@@ -56,27 +56,29 @@ def _is_tar(name: str) -> bool:
     return name.lower().endswith(_TAR_SUFFIXES)
 
 
-def _walk(folder: Path) -> tuple[list[Path], list[Path]]:
-    """(videos, tar archives) under `folder`, sorted, hidden files and folders left out."""
+def _walk(folder: Path, skip: Path | None = None) -> tuple[list[Path], list[Path]]:
+    """(videos, tar archives) under `folder`, sorted, hidden files and folders and `skip` left out."""
     videos, tars = [], []
+    skip = skip.resolve() if skip is not None else None
     for here, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (Path(here) / d).resolve() != skip)
         for f in sorted(files):
             if not f.startswith("."):
                 (videos if _is_video(f) else tars if _is_tar(f) else []).append(Path(here) / f)
     return videos, tars
 
 
-def open_sources(paths) -> list[Source]:
+def open_sources(paths, skip: Path | None = None) -> list[Source]:
     """The sources of `--source` arguments: a folder is its videos (one source, if it has any) and each
-    tar archive under it; DataError for a path that is missing or neither."""
+    tar archive under it, the folder `skip` (the output) left out; DataError for a path that is missing
+    or neither."""
     out = []
     for path in paths:
         source = Source(path)
         if source.kind != "folder":
             out.append(source)
             continue
-        videos, tars = _walk(source.path)
+        videos, tars = _walk(source.path, skip)
         if videos or not tars:
             source.files = videos
             out.append(source)
