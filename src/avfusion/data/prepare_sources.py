@@ -1,10 +1,11 @@
 """Where `avfusion data prepare` reads videos, and where it writes each one.
 
 Sources: a folder (walked in sorted order, hidden files left out; the tar archives in it are sources of
-their own), a single video file, or a tar archive (`.tar`, `.tar.gz`, ...) read as a stream (tarfile mode ``r|*``: one pass, nothing unpacked to disk; a
-member's bytes are read only when its output is still to be made). A corrupt archive raises
-`CorruptSource` naming it and how many members were read before the damage; an archive that stops at a
-damaged header (which `tarfile` takes for the end) is told from a complete one by the bytes left after it.
+their own), a single video file, or a tar archive (`.tar`, `.tar.gz`, ...) read as a stream (tarfile
+mode ``r|*``: one pass, nothing unpacked to disk; a member's bytes are read only when its output is still
+to be made). A corrupt archive raises `CorruptSource` naming it and how many members were read before the
+damage; an archive that stops at a damaged header (which `tarfile` takes for the end) is told from a
+complete one by the bytes left after it.
 
 Layouts: `PlainLayout` keeps each video's path relative to its source (as `.mp4`); `VGGSoundLayout` puts
 `<YTID>_<start:06d>.mp4` at VGGSound's clip path for its label in the annotations, or nowhere (None) when
@@ -23,7 +24,8 @@ from typing import Callable, Iterator
 from avfusion.data.indexes.vggsound import clip_path, read_rows
 from avfusion.errors import ConfigError, DataError
 
-__all__ = ["VIDEO_SUFFIXES", "Entry", "Source", "open_sources", "CorruptSource", "PlainLayout", "VGGSoundLayout", "make_layout"]
+__all__ = ["VIDEO_SUFFIXES", "Entry", "Source", "open_sources", "CorruptSource", "PlainLayout", "VGGSoundLayout",
+           "make_layout"]
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mkv", ".webm", ".mov", ".avi", ".flv", ".3gp", ".mpg", ".mpeg",
                             ".ts"})
