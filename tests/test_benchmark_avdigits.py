@@ -29,7 +29,7 @@ REQUIRED = [
     "separation.stage1.SDRi", "segmentation.stage1.fg_iou",
     *[f"localization.baselines.{b}.{m}" for b in ("center", "full", "random_digit") for m in ("AP50", "AUC")],
     *[f"separation.{m}" for m in ("SDR", "SIR", "SAR", "SDR_mix", "SDRi")],
-    *[f"separation.baselines.{b}.SDR" for b in ("mixture", "audio_only")],
+    *[f"separation.baselines.{b}.SDR" for b in ("mixture", "audio_only", "swapped")],
     "segmentation.fg_iou", "segmentation.F",
     *[f"segmentation.baselines.{b}.fg_iou" for b in ("all_foreground", "all_digits")],
     "runtime_seconds",
@@ -87,8 +87,8 @@ def test_report_json_has_every_required_number_with_protocol_and_n(quick_run):
 
 def test_learning_happened(quick_run):
     """What a 2.5-minute run learns, measured (docs/avdigits.md): each stage-1 stream learns its digits,
-    masked reconstruction improves, fine-tuning leaves chance, the localiser beats a random visible digit and
-    segmentation beats the boxes of every digit."""
+    masked reconstruction improves, fine-tuning leaves chance, the localiser beats a random visible digit,
+    segmentation beats the boxes of every digit and separation uses the image."""
     out, report, _ = quick_run
     # measured: 0.89 of the digit tokens named right (chance ~0.1), audio top-1 0.94
     assert get(report, "unimodal.image.patch_top1") > 0.6 and get(report, "unimodal.audio.top1") > 0.6
@@ -110,6 +110,11 @@ def test_learning_happened(quick_run):
     # the segmenter outlines digits (measured 0.46 against 0.29 for the boxes); it does not choose the speaking
     # one yet at this size, so it stays below every digit's strokes (the full run's comparison)
     assert get(report, "segmentation.fg_iou") > get(report, "segmentation.baselines.all_digits.fg_iou") + 0.05
+    # the temporal separator uses the image: above the same head without it, and above itself given the other
+    # source's image (measured: QUICK_NUMBERS in docs/avdigits.md)
+    sdri = get(report, "separation.SDRi")
+    assert sdri > get(report, "separation.baselines.audio_only.SDRi") + 1
+    assert sdri > get(report, "separation.baselines.swapped.SDRi") + 1
     met = {t["target"]: t["met"] for t in report["targets"]}
     assert met["linear probe, joint top-1"] is (get(report, "classification.linear_probe.joint.top1") >= 0.9)
 

@@ -142,9 +142,10 @@ def _separation(data: dict) -> list[str]:
                          str(b["N"])])
     return ["## Separation (two voices; the image says which)", "",
             *_table(["estimate", *results.SEPARATION_METRICS, "protocol", "N"], rows),
-            "dB, whole clip, averaged over the two sources of a mixture, then over mixtures. `mixture`: the "
-            "mixture as every estimate; `audio_only`: the same separator trained and evaluated with the image "
-            "replaced by zeros.", ""]
+            "dB, whole clip, averaged over the two sources of a mixture, then over mixtures. `swapped`: the "
+            "model given, for each source, the OTHER source's image (the gap to the model is how much the image "
+            "steers the separation); `mixture`: the mixture as every estimate; `audio_only`: the same separator "
+            "trained and evaluated with the image replaced by zeros.", ""]
 
 
 def _segmentation(data: dict) -> list[str]:

@@ -86,7 +86,8 @@ _PIPELINE: tuple[tuple[str, str, str, str, str, tuple[str, ...]], ...] = (
     ("localize", "localize", "localize.yaml", "localisation: contrastive head + attention read-out", "avmae", ()),
     ("localize_stage1", "localize", "localize.yaml", "localisation on the stage-1 encoder (no AV-MAE)", "stage1", ()),
     ("separate", "separate", "separate.yaml", "separation, guided by the image", "avmae", ()),
-    ("separate_stage1", "separate", "separate.yaml", "separation on the stage-1 encoder (no AV-MAE)", "stage1", ()),
+    ("separate_stage1", "separate", "separate.yaml", "separation on the stage-1 encoder (no AV-MAE)", "stage1",
+     ("separate.baselines=[]",)),
     ("separate_audio_only", "separate", "separate.yaml", "separation baseline: audio only", "avmae",
      ("separate.condition=zeros", "separate.baselines=[]")),
     ("segment", "segment", "segment.yaml", "segmentation of the speaking digit", "avmae", ()),
@@ -101,11 +102,9 @@ def _sizes(scenes: int, eval_scenes: int, epochs: int, batch: int, *extra: str) 
 
 _PROBE_FULL = (_sizes(2000, 500, 6, 64), 42.0)
 _LOCALIZE_FULL = (_sizes(8000, 500, 20, 128), 98.0)  # the heads on cached features (localize.yaml)
-# Separation: the separator reaches the image-blind optimum within ~50 steps and its held-out loss is the
-# same with the right and the swapped image after 300 (docs/avdigits.md): 50 steps each, model and
-# audio-only alike, leave the budget to the stage that measurably uses it, segmentation, where the choice
-# of the speaking digit appears only after ~8,000 samples (segment.yaml).
-_SEPARATE_FULL = (_sizes(200, 100, 2, 8), 35.0)
+# Separation: the temporal head on the frozen encoder's cached features, 500 steps of 32 mixtures over the
+# same 1,000 (separate.yaml); model, stage 1 and audio-only alike
+_SEPARATE_FULL = (_sizes(1000, 100, 16, 32), 150.0)
 _SEGMENT_FULL = (_sizes(4000, 200, 2, 16), 231.0)
 
 #: Default sizes (the full run): stage -> (overrides, estimate in seconds on 2 idle cores, two stages at a
@@ -140,7 +139,7 @@ _PROBE_QUICK = (_sizes(240, 200, 4, 32, "train.warmup_epochs=0.5"), 4.0)
 # 3,000 scenes give AP50 0.58 / 0.65 / 0.72 on 100 test scenes, 3,000 / 5,000 give 0.675 / 0.685 on 200 (a
 # random visible digit: 0.64 on both)
 _LOCALIZE_QUICK = (_sizes(3000, 200, 20, 128), 27.0)
-_SEPARATE_QUICK = (_sizes(160, 40, 1, 16, "train.warmup_epochs=0.2"), 9.0)
+_SEPARATE_QUICK = (_sizes(400, 40, 8, 32), 30.0)  # 100 steps of 32
 # 80 steps of 8 outline the digits well enough to beat their boxes (40 test scenes: fg IoU 0.46 against 0.29);
 # choosing the speaking digit takes the full run's 500 of 16
 _SEGMENT_QUICK = (_sizes(640, 40, 1, 8, "train.warmup_epochs=0.2"), 14.0)

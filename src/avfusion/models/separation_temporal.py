@@ -14,8 +14,8 @@ from torch import nn
 
 #: Width of the per-frame features and of each GRU direction.
 HIDDEN = 128
-#: GRU layers.
-LAYERS = 2
+#: GRU layers (AV-Digits, 500 steps of 32 mixtures: two layers 5.49 dB SDRi, one 5.50, at 2/3 of the CPU).
+LAYERS = 1
 
 
 class TemporalSeparationHead(nn.Module):
