@@ -104,7 +104,7 @@ _PROBE_FULL = (_sizes(2000, 500, 6, 64), 42.0)
 _LOCALIZE_FULL = (_sizes(8000, 500, 20, 128), 98.0)  # the heads on cached features (localize.yaml)
 # Separation: the temporal head on the frozen encoder's cached features, 500 steps of 32 mixtures over the
 # same 1,000 (separate.yaml); model, stage 1 and audio-only alike
-_SEPARATE_FULL = (_sizes(1000, 100, 16, 32), 150.0)
+_SEPARATE_FULL = (_sizes(1000, 100, 16, 32), 100.0)  # 169-200 CPU-s on the 1.7x slower VM of 2026-12-07
 _SEGMENT_FULL = (_sizes(4000, 200, 2, 16), 231.0)
 
 #: Default sizes (the full run): stage -> (overrides, estimate in seconds on 2 idle cores, two stages at a
@@ -139,7 +139,7 @@ _PROBE_QUICK = (_sizes(240, 200, 4, 32, "train.warmup_epochs=0.5"), 4.0)
 # 3,000 scenes give AP50 0.58 / 0.65 / 0.72 on 100 test scenes, 3,000 / 5,000 give 0.675 / 0.685 on 200 (a
 # random visible digit: 0.64 on both)
 _LOCALIZE_QUICK = (_sizes(3000, 200, 20, 128), 27.0)
-_SEPARATE_QUICK = (_sizes(400, 40, 8, 32), 30.0)  # 100 steps of 32
+_SEPARATE_QUICK = (_sizes(400, 40, 8, 32), 25.0)  # 100 steps of 32; 37-42 s on the slower VM
 # 80 steps of 8 outline the digits well enough to beat their boxes (40 test scenes: fg IoU 0.46 against 0.29);
 # choosing the speaking digit takes the full run's 500 of 16
 _SEGMENT_QUICK = (_sizes(640, 40, 1, 8, "train.warmup_epochs=0.2"), 14.0)
