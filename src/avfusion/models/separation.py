@@ -129,9 +129,9 @@ class SeparationOutput:
 class Separator(AVModel):
     """Encoder + a mask head: separates the source seen in `image` from a log-mel mixture.
 
-    head: "official" (`avss_decoder`) or "temporal" (`temporal_decoder`). With ``freeze_encoder`` the encoder
-    gets no gradients and stays in eval mode (the temporal head can then read cached features). weighted_loss / binary_mask /
-    mask_reference select the loss (see `separation_loss`; mask_reference "sources" needs the other
+    head: "official" (`avss_decoder`) or "temporal" (`temporal_decoder`). With ``freeze_encoder`` the
+    encoder gets no gradients and stays in eval mode (the temporal head can then read cached features).
+    weighted_loss / binary_mask / mask_reference select the loss (see `separation_loss`; mask_reference "sources" needs the other
     sources' log-mel in `forward`). The official class defaults to (True, True, mixture) and its released
     recipe to (False, True, mixture).
     """

@@ -42,11 +42,17 @@ def folder_name(label: str) -> str:
     return label
 
 
+def clip_name(ytid: str, start: int, layout: str = "folders") -> str:
+    """The clip's file name in `layout`: `<YTID>_<start:06d>.mp4` (flat) or with `_<start+10:06d>` (folders)."""
+    if layout == "flat":
+        return f"{ytid}_{start:06d}.mp4"
+    return f"{ytid}_{start:06d}_{start + CLIP_SECONDS:06d}.mp4"
+
+
 def clip_path(root: Path, ytid: str, start: int, label: str, layout: str = "folders") -> Path:
     """The clip file of (ytid, start) in `layout` ("folders" or "flat"; see the module docstring)."""
-    if layout == "flat":
-        return root / "video" / f"{ytid}_{start:06d}.mp4"
-    return root / "clips" / folder_name(label) / f"{ytid}_{start:06d}_{start + CLIP_SECONDS:06d}.mp4"
+    folder = root / "video" if layout == "flat" else root / "clips" / folder_name(label)
+    return folder / clip_name(ytid, start, layout)
 
 
 def resolve_layout(root: Path, layout: str) -> str:
@@ -121,8 +127,8 @@ def load_vggsound(root: str | Path, *, annotations: str | Path | None = None,
             raise row_error(path, line, f"label {label!r} is not in the given class list")
         if folder not in dirs:
             dirs[folder] = root / "clips" / folder
-        name = f"{ytid}_{start:06d}.mp4" if layout == "flat" else f"{ytid}_{start:06d}_{start + CLIP_SECONDS:06d}.mp4"
-        item = Item(id=f"{ytid}_{start:06d}", media=((flat if layout == "flat" else dirs[folder]) / name,),
+        item = Item(id=f"{ytid}_{start:06d}",
+                    media=((flat if layout == "flat" else dirs[folder]) / clip_name(ytid, start, layout),),
                     labels=(by_folder[folder],), extra={"yt_start": float(start)})
         out.add(split, item, line)
     return Index("vggsound", root, out.build(SPLITS), names)
