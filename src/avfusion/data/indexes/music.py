@@ -27,7 +27,7 @@ from typing import Mapping
 
 from avfusion.data.indexes.base import (Index, Item, SplitBuilder, read_csv, read_text, require_file, resolve,
                                          row_error)
-from avfusion.data.indexes.vggsound import CLIP_SECONDS, find_annotations, folder_name, read_rows
+from avfusion.data.indexes.vggsound import clip_name, find_annotations, folder_name, read_rows
 from avfusion.errors import ConfigError, DataError
 
 LISTS = {"MUSIC": {"solo": "MUSIC_solo_videos.json", "duet": "MUSIC_duet_videos.json"},
@@ -89,7 +89,7 @@ def _clip(root: Path, clip: str, folder: str, path: Path, line: int) -> Path:
     ytid, _, start = clip.rpartition("_")
     if not ytid or not start.isdigit():
         raise row_error(path, line, f"clip id {clip!r} is not <YTID>_<start:06d>")
-    return root / "clips" / folder / f"{ytid}_{int(start):06d}_{int(start) + CLIP_SECONDS:06d}.mp4"
+    return root / "clips" / folder / clip_name(ytid, int(start))
 
 
 def load_vggsound_music(root: str | Path, *, pairs: str | Path = "annotations/vggmusic_eval_ss.csv",
