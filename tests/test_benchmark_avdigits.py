@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from avfusion.benchmark import run_benchmark
-from avfusion.benchmark.avdigits import default_jobs
-from avfusion.benchmark.progress import StageProgress, duration
-from avfusion.benchmark.stages import FULL, QUICK, plan, stage_keys
+from avfusion_avdigits import run_benchmark
+from avfusion_avdigits.pipeline import default_jobs
+from avfusion_avdigits.progress import StageProgress, duration
+from avfusion_avdigits.stages import plan, stage_keys, table, with_inputs
 from avfusion.cli import main
 from avfusion.errors import ConfigError
 from avfusion.tasks.common import ENCODER_KEYS
@@ -172,7 +172,7 @@ def test_figures_and_report_md(quick_run):
 
 
 def test_the_docs_sections_the_report_points_at_exist():
-    from avfusion.benchmark.results import WHY
+    from avfusion_avdigits.results import WHY
 
     headings = {line[3:].strip() for line in (ROOT / "docs" / "avdigits.md").read_text().splitlines()
                 if line.startswith("## ")}
@@ -193,7 +193,12 @@ def test_plan_uses_one_encoder_and_the_fusion_type():
     for s in stages:
         assert s.overrides[-1] == "model.fusion_type=dense"
         assert not any(o.startswith("model.") for o in s.overrides[:-1]), s.overrides  # the encoder is the recipes'
-    assert set(QUICK) == set(FULL) == set(stage_keys())
+    assert all({"full", "quick"} <= set(row) for row in table()["stages"])
+    assert [s.key for s in plan(quick=True, fusion="none")] == list(stage_keys())
+    assert with_inputs(["localize"]) == ("unimodal_image", "unimodal_audio", "pretrain", "localize")
+    assert with_inputs(["linear_probe_random_init"]) == ("linear_probe_random_init",)
+    with pytest.raises(ConfigError, match="unknown stage"):
+        with_inputs(["segmentation"])
     with pytest.raises(ConfigError, match="fusion"):
         plan(quick=True, fusion="late")
     with pytest.raises(ConfigError, match="pretrain"):
@@ -206,7 +211,7 @@ def test_plan_uses_one_encoder_and_the_fusion_type():
 
 
 def test_encoder_overrides_and_schedule():
-    from avfusion.benchmark.stages import encoder_overrides, makespan, priorities
+    from avfusion_avdigits.stages import encoder_overrides, makespan, priorities
 
     stages = {s.key: s for s in plan(quick=False, fusion="factorized")}
     ckpt = {k: Path("/c") / k for k in ("unimodal_image", "unimodal_audio", "pretrain")}
@@ -266,7 +271,7 @@ def test_ablation_runs_every_fusion_type(tmp_path):
 
 
 def test_run_time_target_is_per_pipeline():
-    from avfusion.benchmark.results import targets
+    from avfusion_avdigits.results import targets
 
     def run_time(seconds, quick, pipelines):
         return next(t for t in targets({}, seconds, quick, pipelines) if t["target"] == "run time")
@@ -281,7 +286,7 @@ def test_run_time_target_is_per_pipeline():
 def test_every_avdigits_recipe_has_the_benchmark_encoder():
     """A standalone `avfusion pretrain configs/avdigits/pretrain_tiny.yaml` run loads strictly into every
     downstream AV-Digits recipe: all resolve to encoder_tiny.yaml's encoder and inputs."""
-    from avfusion.benchmark.avdigits import find_configs
+    from avfusion_avdigits.pipeline import find_configs
     from avfusion.engine import load_config
     from avfusion.tasks.common import encoder_config_for
     from avfusion.tasks.registry import get_recipe

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "avfusion"
+BENCHMARK = SRC.with_name("avfusion_avdigits")
 #: the user-facing layers: nobody below imports them
-TOP = ("avfusion.cli", "avfusion.commands", "avfusion.benchmark", "avfusion.demo")
+TOP = ("avfusion.cli", "avfusion.commands", "avfusion.demo", "avfusion_avdigits")
 #: layer -> the packages it must not import
 RULES = {
     "models": (*TOP, "avfusion.checkpoints", "avfusion.data", "avfusion.engine", "avfusion.tasks", "avfusion.inference",
@@ -22,7 +23,7 @@ RULES = {
     "tasks": (*TOP, "avfusion.inference"),
     "inference": (*TOP, "avfusion.tasks", "avfusion.engine"),
     # the web page sits beside the commands: it runs inference as they do, and knows nothing of them
-    "demo": ("avfusion.cli", "avfusion.commands", "avfusion.benchmark", "avfusion.tasks", "avfusion.engine"),
+    "demo": ("avfusion.cli", "avfusion.commands", "avfusion_avdigits", "avfusion.tasks", "avfusion.engine"),
     "randomness.py": (*TOP, "avfusion.models", "avfusion.data", "avfusion.engine", "avfusion.tasks", "avfusion.inference"),
 }
 #: known exceptions, each with its reason (none today)
@@ -49,6 +50,21 @@ def test_layer_imports_only_what_lies_below_it(layer):
         for line, name in imports(path):
             if name.startswith(RULES[layer]) and (rel, name) not in ALLOWED:
                 bad.append(f"{rel}:{line} imports {name}")
+    assert not bad, "\n".join(bad)
+
+
+def test_the_library_never_imports_the_benchmark():
+    """The AV-Digits pipeline (``avfusion_avdigits``) sits beside the library and uses it; the library
+    (every module, the command line included) installs and runs without it."""
+    bad = [f"{path.relative_to(SRC)}:{line} imports {name}" for path in sorted(SRC.rglob("*.py"))
+           for line, name in imports(path) if name.startswith("avfusion_avdigits")]
+    assert not bad, "\n".join(bad)
+
+
+def test_the_benchmark_uses_the_library_as_a_user_does():
+    """It reaches no command-line module: it registers its own command through the entry point."""
+    bad = [f"{path.name}:{line} imports {name}" for path in sorted(BENCHMARK.rglob("*.py"))
+           for line, name in imports(path) if name.startswith(("avfusion.cli", "avfusion.commands"))]
     assert not bad, "\n".join(bad)
 
 

@@ -3,12 +3,16 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import logging
 import pkgutil
 import sys
 
 from avfusion import __version__
 from avfusion.errors import AvfusionError
+
+#: entry-point group of the commands other packages add: ``name = "package.module:register"``
+COMMAND_ENTRY_POINTS = "avfusion.commands"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,6 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         if not info.name.startswith("_"):
             importlib.import_module(f"avfusion.commands.{info.name}").register(subparsers)
+    # commands that installed packages add (the AV-Digits benchmark's `avfusion benchmark`): the library
+    # names none of them, so it installs and runs without them
+    for entry in sorted(importlib.metadata.entry_points(group=COMMAND_ENTRY_POINTS), key=lambda e: e.name):
+        entry.load()(subparsers)
     return parser
 
 

@@ -7,8 +7,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from avfusion.benchmark import results
-from avfusion.benchmark.progress import duration
+from avfusion_avdigits import results
+from avfusion_avdigits.progress import duration
+from avfusion_avdigits.stages import label, shared_keys
 
 REPORT_FORMAT = 1
 
@@ -29,9 +30,7 @@ def build_report(runs: list, *, quick: bool, jobs: int, recipes: Path, machine_s
     out["runtime_seconds"] = total_seconds
     out["cpu_seconds"] = cpu_seconds
     out["targets"] = results.targets(out, total_seconds, quick, pipelines=len(runs))
-    from avfusion.benchmark.stages import SHARED
-
-    own = [(r, k, s) for i, r in enumerate(runs) for k, s in r.stages.items() if i == 0 or k not in SHARED]
+    own = [(r, k, s) for i, r in enumerate(runs) for k, s in r.stages.items() if i == 0 or k not in shared_keys()]
     stage_seconds = {f"{r.fusion}/{k}": s.seconds for r, k, s in own}
     stage_cpu = {f"{r.fusion}/{k}": s.cpu_seconds for r, k, s in own}
     if figure_files:
@@ -93,14 +92,11 @@ def _classification(data: dict) -> list[str]:
     if not c:
         return []
     rows = []
-    names = {"linear_probe": "linear probe (stage 1 + AV-MAE)",
-             "linear_probe_stage1": "linear probe (stage 1, no AV-MAE)",
-             "linear_probe_random_init": "linear probe (random init)", "finetune": "fine-tune (stage 1 + AV-MAE)"}
-    for key, name in names.items():
+    for key in ("linear_probe", "linear_probe_stage1", "linear_probe_random_init", "finetune"):
         if key in c:
             heads = c[key]
             n = next((h["N"] for h in heads.values() if h), None)
-            rows.append([name, *[(heads[h] or {}).get("top1") for h in results.HEADS], "top1", str(n)])
+            rows.append([label(key), *[(heads[h] or {}).get("top1") for h in results.HEADS], "top1", str(n)])
     return ["## Classification (spoken digit, 10 classes; chance 0.10)", "",
             *_table(["encoder / protocol", *results.HEADS, "protocol", "N"], rows),
             "`joint` is the mean of the image, audio and fusion heads' logits. The image alone cannot tell which "
@@ -113,7 +109,7 @@ def _localization(data: dict) -> list[str]:
         return []
     rows = []
     entries = [(k, loc.get(k)) for k in ("contrastive", "attention")]
-    entries += [(f"{k} (stage 1, no AV-MAE)", v) for k, v in (loc.get("stage1") or {}).items()]
+    entries += [(f"{k} ({label('localize_stage1')})", v) for k, v in (loc.get("stage1") or {}).items()]
     entries += [(f"baseline: {k}", v) for k, v in (loc.get("baselines") or {}).items()]
     for name, e in entries:
         if e:
@@ -130,11 +126,11 @@ def _separation(data: dict) -> list[str]:
     sep = data.get("separation") or {}
     if not sep or "SDR" not in sep:
         return []
-    rows = [["model (image-guided)", *[sep.get(m) for m in results.SEPARATION_METRICS], sep["protocol"],
+    rows = [[label("separate"), *[sep.get(m) for m in results.SEPARATION_METRICS], sep["protocol"],
              str(sep["N"])]]
     stage1 = sep.get("stage1")
     if stage1 and "SDR" in stage1:
-        rows.append(["model on the stage-1 encoder (no AV-MAE)", *[stage1.get(m) for m in results.SEPARATION_METRICS],
+        rows.append([label("separate_stage1"), *[stage1.get(m) for m in results.SEPARATION_METRICS],
                      stage1["protocol"], str(stage1["N"])])
     for name, b in (sep.get("baselines") or {}).items():
         if b:
@@ -152,11 +148,11 @@ def _segmentation(data: dict) -> list[str]:
     seg = data.get("segmentation") or {}
     if not seg or "fg_iou" not in seg:
         return []
-    rows = [["model", seg.get("fg_iou"), seg.get("F"), (seg.get("official") or {}).get("miou_fg"), seg["protocol"],
+    rows = [[label("segment"), seg.get("fg_iou"), seg.get("F"), (seg.get("official") or {}).get("miou_fg"), seg["protocol"],
              str(seg["N"])]]
     stage1 = seg.get("stage1")
     if stage1 and "fg_iou" in stage1:
-        rows.append(["model on the stage-1 encoder (no AV-MAE)", stage1.get("fg_iou"), stage1.get("F"),
+        rows.append([label("segment_stage1"), stage1.get("fg_iou"), stage1.get("F"),
                      (stage1.get("official") or {}).get("miou_fg"), stage1["protocol"], str(stage1["N"])])
     for name, b in (seg.get("baselines") or {}).items():
         rows.append([f"baseline: {name}", b.get("fg_iou"), b.get("F"), (b.get("official") or {}).get("miou_fg"),

@@ -1,17 +1,17 @@
 """The AV-Digits benchmark: pretrain a tiny early-fusion model, then every downstream task, in one call.
 
-    from avfusion.benchmark import run_benchmark
+    from avfusion_avdigits import run_benchmark
     result = run_benchmark("runs/avdigits", quick=False, fusions=("factorized",))
 
-Each stage (:mod:`avfusion.benchmark.stages`) trains through ``avfusion.engine.run_training`` exactly as
+Each stage (:mod:`avfusion_avdigits.stages`) trains through ``avfusion.engine.run_training`` exactly as
 ``avfusion pretrain`` / ``avfusion train`` do, and keeps the task's evaluation report. Layout of the
 output directory (per fusion type; the first fusion type's at the top, the others under
 ``ablation/<fusion>/``)::
 
     runs/<stage>/          config.yaml, metrics.jsonl, evaluation.json of each training run
     checkpoints/<stage>/   final weights (save_pretrained directories)
-    figures/               pictures (:mod:`avfusion.benchmark.figures`)
-    report.md, report.json (:mod:`avfusion.benchmark.report`)
+    figures/               pictures (:mod:`avfusion_avdigits.figures`)
+    report.md, report.json (:mod:`avfusion_avdigits.report`)
 """
 from __future__ import annotations
 
@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from avfusion.benchmark.progress import StageProgress, duration
-from avfusion.benchmark.stages import SHARED, Stage, check_fusion, makespan, plan
+from avfusion_avdigits.progress import StageProgress, duration
+from avfusion_avdigits.stages import Stage, check_fusion, makespan, plan, shared_keys
 from avfusion.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -59,15 +59,17 @@ class FusionRun:
     stages: dict[str, StageResult] = field(default_factory=dict)
 
 
+#: The AV-Digits recipes, shipped inside this package (``configs/avdigits`` of a source checkout links here).
+RECIPES = Path(__file__).resolve().with_name("recipes")
+
+
 def find_configs(configs: str | os.PathLike | None = None) -> Path:
-    """The ``configs/avdigits`` recipes: ``configs`` if given, else the ones of this source checkout."""
-    if configs is not None:
-        path = Path(configs)
-    else:
-        path = Path(__file__).resolve().parents[3] / "configs" / "avdigits"
+    """The AV-Digits recipes: ``configs`` if given (a directory holding the same files), else the package's."""
+    path = RECIPES if configs is None else Path(configs)
     if not (path / "pretrain_tiny.yaml").is_file():
-        raise ConfigError(f"the AV-Digits recipes are not at {path}; run from a source checkout of avfusion or "
-                          "pass --configs DIR (the directory holding pretrain_tiny.yaml, classify_linprobe.yaml, ...)")
+        raise ConfigError(f"the AV-Digits recipes are not at {path}: pass --configs DIR, a directory holding "
+                          "pretrain_tiny.yaml, classify_linprobe.yaml, ... (the package's own are in "
+                          f"{RECIPES})")
     return path
 
 
@@ -101,7 +103,7 @@ def machine() -> dict[str, Any]:
 def run_stage(stage: Stage, configs: Path, root: Path, checkpoints: dict[str, Path], progress: bool) -> StageResult:
     """Train one stage through the engine, its encoder from ``checkpoints`` (stage key -> final weights of
     the stages it needs); move its final weights to ``root/checkpoints/<stage>``."""
-    from avfusion.benchmark.stages import encoder_overrides
+    from avfusion_avdigits.stages import encoder_overrides
     from avfusion.engine import load_config, run_training, to_dict
     from avfusion.tasks.evaluation import EvaluationReport
     from avfusion.tasks.registry import build_task, get_recipe
@@ -151,11 +153,11 @@ def _worker_init(threads: int, level: int) -> None:
 def run_pipeline(stages: list[Stage], configs: Path, root: Path, jobs: int, tracker: StageProgress, prefix: str,
                  done: dict[str, StageResult] | None = None, progress: bool = True) -> dict[str, StageResult]:
     """Run ``stages`` as soon as the stages they need have finished, ``jobs`` at a time, the one with the
-    longest critical path first (:func:`avfusion.benchmark.stages.priorities`). ``done``: results of
+    longest critical path first (:func:`avfusion_avdigits.stages.priorities`). ``done``: results of
     stages already run (e.g. stage 1, shared by every fusion type). ``jobs`` 1 runs in this process
     (with the engine's step bars); more run in worker processes with cpu_count // jobs threads each.
     The first failure stops the rest and is raised."""
-    from avfusion.benchmark.stages import priorities
+    from avfusion_avdigits.stages import priorities
 
     results: dict[str, StageResult] = dict(done or {})
     prio = priorities(stages)
@@ -222,7 +224,7 @@ def run_benchmark(output: str | os.PathLike, *, quick: bool = False, fusions: tu
     everything in this process, in the same order. ``only`` restricts the stages (tests);
     ``figures=False`` skips the pictures.
     """
-    from avfusion.benchmark.report import build_report, write_report
+    from avfusion_avdigits.report import build_report, write_report
 
     fusions = tuple(check_fusion(f) for f in fusions)
     if not fusions or len(set(fusions)) != len(fusions):
@@ -235,10 +237,10 @@ def run_benchmark(output: str | os.PathLike, *, quick: bool = False, fusions: tu
     at_start, cpu_start = machine(), time.process_time()
     plans = {f: plan(quick, f, only) for f in fusions}
     estimates = {f"{f}/{s.key}": s.estimate_s for i, f in enumerate(fusions) for s in plans[f]
-                 if i == 0 or s.key not in SHARED}
+                 if i == 0 or s.key not in shared_keys()}
     if figures:
         estimates["figures"] = FIGURE_ESTIMATE_S
-    tracker = StageProgress(estimates, jobs=jobs, total=sum(makespan(plans[f], jobs, () if i == 0 else SHARED)
+    tracker = StageProgress(estimates, jobs=jobs, total=sum(makespan(plans[f], jobs, () if i == 0 else shared_keys())
                                                             for i, f in enumerate(fusions))
                             + (FIGURE_ESTIMATE_S if figures else 0.0))
     log.info("AV-Digits benchmark (%s, fusion %s) into %s: %d stages, %d at a time, about %s on 2 idle cores",
@@ -248,7 +250,7 @@ def run_benchmark(output: str | os.PathLike, *, quick: bool = False, fusions: tu
     cpu_before = _children_cpu()
     for i, fusion in enumerate(fusions):
         run = FusionRun(fusion, out if i == 0 else out / "ablation" / fusion)
-        shared = {k: r for k, r in runs[0].stages.items() if k in SHARED} if runs else {}
+        shared = {k: r for k, r in runs[0].stages.items() if k in shared_keys()} if runs else {}
         results = run_pipeline(plans[fusion], recipes, run.root, jobs, tracker, fusion, shared, progress)
         run.stages.update((s.key, results[s.key]) for s in plans[fusion])  # in plan order
         runs.append(run)
@@ -256,8 +258,8 @@ def run_benchmark(output: str | os.PathLike, *, quick: bool = False, fusions: tu
     figure_files: list[str] = []
     figure_seconds = figure_cpu = 0.0
     if figures:
-        from avfusion.benchmark.figures import make_figures
-        from avfusion.benchmark.results import sections
+        from avfusion_avdigits.figures import make_figures
+        from avfusion_avdigits.results import sections
 
         tracker.start("figures", "figures")
         cpu = time.process_time()

@@ -162,12 +162,6 @@ def lookup(data: dict, path: str) -> Any:
     return node
 
 
-def _baselines_max(data: dict, section: str, metric: str) -> float | None:
-    values = [b.get(metric) for b in (lookup(data, f"{section}.baselines") or {}).values() if b]
-    values = [v for v in values if v is not None]
-    return max(values) if values else None
-
-
 #: Where docs/avdigits.md says what was measured about a task's targets (the report points there when one is
 #: not met).
 WHY = {"localization": "Localisation: what limits it", "separation": "Separation: what limits it",

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from avfusion.benchmark.figures import new_figure, save
+from avfusion_avdigits.figures import new_figure, save
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,5 @@
 """The benchmark's figures, written to ``DIR/figures``: training curves, the ablation table, and (from
-:mod:`avfusion.benchmark.examples`) what the trained models do on test scenes.
+:mod:`avfusion_avdigits.examples`) what the trained models do on test scenes.
 
 Rendering uses matplotlib's Agg canvas directly (never pyplot's global state), like
 :mod:`avfusion.overlays`, whose heatmap and mask overlays the example figures reuse.
@@ -10,22 +10,10 @@ import logging
 from pathlib import Path
 from typing import Any, Sequence
 
-from avfusion.benchmark import results
+from avfusion_avdigits import results
 
 log = logging.getLogger(__name__)
 
-CURVE_TITLES = {
-    "unimodal_image": "stage 1: image stream alone",
-    "unimodal_audio": "stage 1: audio stream alone",
-    "pretrain": "stage 2, AV-MAE: masked reconstruction loss",
-    "linear_probe": "linear probe",
-    "linear_probe_random_init": "linear probe (random encoder)",
-    "finetune": "fine-tuning",
-    "localize": "localisation head: contrastive loss",
-    "separate": "separation (image-guided): mask loss",
-    "separate_audio_only": "separation (audio only): mask loss",
-    "segment": "segmentation: mask loss",
-}
 COLOURS = {"factorized": "tab:blue", "dense": "tab:orange", "none": "tab:green"}
 
 
@@ -50,9 +38,11 @@ STAGE1_SUFFIX = "_stage1"
 
 
 def training_curves(path: Path, runs: Sequence) -> Path:
-    """One panel per stage: training loss against optimizer step, one line per fusion type; a stage's
-    counterpart on the stage-1 encoder (``<stage>_stage1``, no AV-MAE) in the same panel, dashed grey."""
-    keys = [k for k in dict.fromkeys(k for run in runs for k in run.stages) if not k.endswith(STAGE1_SUFFIX)]
+    """One panel per stage with a curve title in the stage table: training loss against optimizer step, one
+    line per fusion type; a stage's counterpart on the stage-1 encoder (``<stage>_stage1``, no AV-MAE) in
+    the same panel, dashed grey."""
+    curves = {k: r.stage.curve for run in runs for k, r in run.stages.items() if r.stage.curve}
+    keys = list(curves)
     cols = 4
     rows = -(-len(keys) // cols)
     fig = new_figure(4.0 * min(cols, len(keys)), 3.0 * rows)
@@ -81,7 +71,7 @@ def training_curves(path: Path, runs: Sequence) -> Path:
             records = [r for r in results.read_metrics(stage1.run_dir) if isinstance(r.get("loss"), (int, float))]
             ax.plot([r["step"] for r in records], [r["loss"] for r in records], color="0.5", linestyle="--",
                     label=f"stage 1 only (no AV-MAE){f', {fusion_name(runs[0].fusion)}' if len(runs) > 1 else ''}")
-        ax.set_title(CURVE_TITLES.get(key, key), fontsize=9)
+        ax.set_title(curves[key], fontsize=9)
         ax.set_xlabel("optimizer step", fontsize=8)
         ax.set_ylabel("training loss", fontsize=8)
         ax.tick_params(labelsize=7)
@@ -127,7 +117,7 @@ def ablation_table(path: Path, ablation: dict[str, Any]) -> Path:
 def make_figures(output: Path, runs: Sequence, ablation: dict[str, Any] | None = None) -> list[str]:
     """Every figure for ``runs`` (the first run's models for the examples; ``ablation``: report sections per
     fusion type); paths relative to ``output``."""
-    from avfusion.benchmark import examples
+    from avfusion_avdigits import examples
 
     figures = Path(output) / "figures"
     written = [training_curves(figures / "training_curves.png", runs)]
