@@ -5,12 +5,9 @@
 
 Foreground IoU (p > 0.5, per scene, averaged) of each trained segmenter on the benchmark's test scenes,
 split by how many digits the scene shows (1, 2 or 3), beside the ``all_strokes`` prediction (every
-visible digit's strokes): with K digits outlining all of them scores about 1 / K (measured 1.000 / 0.509
-/ 0.331), so only a segmenter above that with 2 and 3 digits picks the one that speaks. Measured
-2026-12-06 on the full run of ``009777b`` (200 scenes: 75 / 64 / 61 with 1 / 2 / 3 digits): AV-MAE
-0.871 / 0.631 / 0.510, stage 1 0.875 / 0.692 / 0.551; the recipe before (``12ab5df``) 0.852 / 0.450 / 0.293.
-On the full run of ``dcf97e3`` (2026-12-07, the 600-step stage-1 image stream): AV-MAE 0.877 / 0.594 / 0.466,
-stage 1 0.877 / 0.668 / 0.509.
+visible digit's strokes): with K digits outlining all of them scores about 1 / K, so only a segmenter above
+that with 2 and 3 digits picks the one that speaks. It trains nothing: each checkpoint is evaluated
+through the segmentation task's own evaluation path. Measured runs: RESULTS.md.
 """
 from __future__ import annotations
 
