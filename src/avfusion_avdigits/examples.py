@@ -1,8 +1,10 @@
 """Figures of what the trained models do on the first test scenes (no cherry-picking):
 masked reconstruction, localisation heatmaps, separated spectrograms (and WAVs), segmentation masks.
 
-Each function loads a stage's checkpoint, runs it on test items built with that stage's own data
-settings, and writes one PNG; captions carry the per-item score where there is one.
+Each function runs a stage's checkpoint on test scenes built with that stage's own data settings and
+writes one PNG; captions carry the per-item score where there is one. Localisation, separation and
+segmentation go through ``avfusion.Pipeline``, the route every user's video takes (each scene a still
+picture with its sound); the masked reconstruction is no inference task, so it calls the AV-MAE model.
 """
 from __future__ import annotations
 
@@ -111,22 +113,35 @@ def _patch_mask(mask: torch.Tensor, p: int, size) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------- localisation
+def _pipeline(stage_result, data):
+    """The stage's checkpoint as any user runs it: ``avfusion.Pipeline``, one window of the scene's length."""
+    from avfusion.inference import Pipeline
+
+    return Pipeline.from_pretrained(stage_result.checkpoint, window=data.window)
+
+
 def localization(directory: Path, stage_result, count: int = 12) -> list[Path]:
-    """Heatmaps of each read-out over test scenes: true box green, silent digits white, cIoU in the caption."""
+    """Heatmaps of each read-out over test scenes, each scene run through ``Pipeline.localize`` as a still
+    picture with its sound: true box green, silent digits white, cIoU in the caption."""
     from avfusion.metrics.localization import ciou
     from avfusion.overlays import save_heatmap_overlays
     from avfusion.tasks.annotated import AnnotatedAVDigits, boxes_mask
-    from avfusion.checkpoints import from_pretrained
-    from avfusion.models.localization import heatmaps
     from avfusion.tasks.localize import to_pixels
 
-    model = from_pretrained(stage_result.checkpoint)
     data = _data(stage_result)
-    batch = _batch(AnnotatedAVDigits("test", data), count)
-    with torch.no_grad():
-        maps = heatmaps(model, batch["image"], batch["audio"], stage_result.config["localize"]["attention_blocks"])
+    pipeline = _pipeline(stage_result, data)
+    dataset = AnnotatedAVDigits("test", data)
+    batch = _batch(dataset, count)
+    maps: dict[str, list[np.ndarray]] = {}
+    for j in range(len(batch["label"])):
+        scene = dataset.scenes[j]
+        result = pipeline.localize((scene["image"], scene["audio"], data.sample_rate),
+                                   blocks=stage_result.config["localize"]["attention_blocks"])
+        for readout, grid in {result.readout: result.heatmaps, **result.other}.items():
+            maps.setdefault(readout, []).append(grid[0])
     written = []
-    for readout, grid_maps in maps.items():
+    for readout in sorted(maps, key=("contrastive", "attention").index):
+        grid_maps = torch.from_numpy(np.stack(maps[readout]))
         pixels = to_pixels(grid_maps, data.image_size)
         captions, others = [], []
         for j in range(len(pixels)):
@@ -147,29 +162,30 @@ def localization(directory: Path, stage_result, count: int = 12) -> list[Path]:
 
 # ----------------------------------------------------------------------------- separation
 def separation(directory: Path, stage_result, count: int = 3) -> list[Path]:
-    """Per test mixture and source: the image that guides, the mixture, the true and the separated
-    spectrograms; WAVs of mixture, truth and estimate in ``audio/``."""
+    """Per test mixture: its two scenes side by side with the summed voices, run through
+    ``Pipeline.separate`` with each half as a region; per source the image that guides, the mixture, the
+    true and the separated spectrograms; WAVs of mixture, truth and estimate in ``audio/``."""
     import soundfile
 
-    from avfusion.audio import log_mel_spectrogram, mask_to_waveform
-    from avfusion.checkpoints import from_pretrained
+    from avfusion.audio import log_mel_spectrogram
     from avfusion.metrics.separation import bss_eval
     from avfusion.tasks.separate_data import AVDigitsMixtureSamples
 
-    model = from_pretrained(stage_result.checkpoint).eval()
     data = _data(stage_result)
+    pipeline = _pipeline(stage_result, data)
     items = AVDigitsMixtureSamples("test", data, size=count, waveforms=True)
     fig = new_figure(10.0, 2.0 * 2 * count + 0.6)
     audio_dir = directory / "audio"
     audio_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     for i in range(len(items)):
-        item = items[i]
-        k = item["image"].shape[0]
-        labels = [int(v) for v in items.scenes[i]["label"]]
-        with torch.no_grad():
-            logits = model(item["image"], item["audio"].expand(k, -1, -1, -1)).mask_logits[:, 0]  # (K, n_mels, T)
-        estimates = mask_to_waveform(item["mixture_waveform"].expand(k, -1), logits, data.sample_rate, data.n_mels)
+        item, scene = items[i], items.scenes[i]
+        k, side = scene["image"].shape[0], scene["image"].shape[2]
+        labels = [int(v) for v in scene["label"]]
+        picture = np.concatenate(list(scene["image"]), axis=1)  # the scenes side by side
+        regions = [(s * side, 0, (s + 1) * side, scene["image"].shape[1]) for s in range(k)]
+        result = pipeline.separate((picture, item["mixture_waveform"].numpy(), data.sample_rate), regions=regions)
+        estimates = torch.from_numpy(result.sources[:, :item["mixture_waveform"].shape[-1]])
         sdr = bss_eval(item["source_waveform"].numpy(), estimates.numpy())[0]
         est_mel = log_mel_spectrogram(estimates, data.sample_rate, data.n_mels, data.window)
         lo, hi = float(item["audio"].min()), float(item["audio"].max())
@@ -201,16 +217,18 @@ def separation(directory: Path, stage_result, count: int = 3) -> list[Path]:
 
 # ----------------------------------------------------------------------------- segmentation
 def segmentation(path: Path, stage_result, count: int = 12) -> Path:
-    """Predicted mask (red) and the speaking digit's true strokes (green outline) over test scenes."""
-    from avfusion.checkpoints import from_pretrained
+    """Predicted mask (red) and the speaking digit's true strokes (green outline) over test scenes, each
+    scene run through ``Pipeline.segment``."""
     from avfusion.metrics.segmentation import foreground_iou
     from avfusion.overlays import save_segmentation_overlays
     from avfusion.tasks.annotated import AnnotatedAVDigits
 
-    model = from_pretrained(stage_result.checkpoint).eval()
-    batch = _batch(AnnotatedAVDigits("test", _data(stage_result)), count)
-    with torch.no_grad():
-        probs = torch.sigmoid(model(batch["image"], batch["audio"]).logits[:, 0]).numpy()
+    data = _data(stage_result)
+    pipeline = _pipeline(stage_result, data)
+    dataset = AnnotatedAVDigits("test", data)
+    batch = _batch(dataset, count)
+    probs = np.stack([pipeline.segment((dataset.scenes[j]["image"], dataset.scenes[j]["audio"], data.sample_rate))
+                      .probabilities[0] for j in range(len(batch["label"]))])
     masks = batch["mask"].numpy()
     captions = [f"says {int(batch['label'][j])}, IoU {foreground_iou(probs[j] > 0.5, masks[j]):.2f}"
                 for j in range(len(probs))]
