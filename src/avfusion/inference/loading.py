@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from pathlib import Path
 
 from torch import nn
 
@@ -36,21 +35,12 @@ TRAIN_HINT = {
 
 
 def load_model(source: str | os.PathLike, **load_kwargs) -> nn.Module:
-    """The model a checkpoint holds, in eval mode; `load_kwargs` go to `avfusion.load_official`
-    (image_size, audio_size, num_heads, ... that an official file's shapes cannot reveal)."""
-    from avfusion.checkpoints.kinds import PRETRAINED, checkpoint_kind
+    """The model a checkpoint holds (``avfusion.checkpoints.load``), ready for inference (`for_inference`);
+    `load_kwargs` go to `avfusion.load_official` (image_size, audio_size, num_heads, ... that an official
+    file's shapes cannot reveal) and are refused for a directory, which records its own."""
+    from avfusion.checkpoints import MODEL, load
 
-    path = Path(source)
-    if checkpoint_kind(path) == PRETRAINED:
-        if load_kwargs:
-            raise ConfigError(f"{path} records its own configuration; {sorted(load_kwargs)} apply to official "
-                              ".pth files only")
-        from avfusion.checkpoints import from_pretrained
-        model = from_pretrained(path)
-    else:
-        from avfusion.checkpoints import load_official
-        model = load_official(path, **load_kwargs)
-    return for_inference(model)
+    return for_inference(load(source, expect=MODEL, official=load_kwargs))
 
 
 def for_inference(model: nn.Module) -> nn.Module:
