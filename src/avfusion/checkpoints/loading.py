@@ -24,17 +24,16 @@ from torch import nn
 
 from avfusion.checkpoints.kinds import PRETRAINED, checkpoint_kind
 from avfusion.errors import CheckpointError, ConfigError
+from avfusion.models.encoder import encoder_fields
 
 MODEL = "model"
 ENCODER_WEIGHTS = "encoder_weights"
 #: the tasks whose models ``avfusion train TASK`` trains (the hint of a mismatch names the command)
 TRAINED_DOWNSTREAM = ("classify", "localize", "separate", "segment")
 
-#: Encoder fields that change parameter shapes or meaning; the input sizes are not among them
-#: (``pos_embed`` is a fixed sin-cos buffer recomputed for the target grid).
-ARCHITECTURE_FIELDS = ("patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio", "fusion_type",
-                       "fusion_layers", "num_fusion_tokens", "fusion_num_heads", "fusion_attn_ratio",
-                       "fusion_mlp_ratio")
+#: Encoder fields that change parameter shapes or meaning: neither the input sizes (``pos_embed`` is a fixed
+#: sin-cos buffer recomputed for the target grid) nor the regularisation.
+ARCHITECTURE_FIELDS = tuple(encoder_fields(inputs=False, regularisation=False))
 
 
 @dataclass(frozen=True)
