@@ -195,9 +195,9 @@ def test_detect_task_knows_every_task_model():
 def test_what_kind_of_checkpoint_a_path_is_is_decided_in_one_place(tmp_path):
     """A save_pretrained directory, a state-dict file (official or engine), or a clear error for anything else;
     every loader (encoder init, task model, inference) asks the same function."""
+    from avfusion.checkpoints import ENCODER_WEIGHTS, MODEL, load
     from avfusion.checkpoints.kinds import PRETRAINED, STATE_FILE, checkpoint_kind
     from avfusion.inference.loading import load_model
-    from avfusion.tasks.weights import encoder_state
 
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "config.json").write_text("{}")
@@ -205,7 +205,9 @@ def test_what_kind_of_checkpoint_a_path_is_is_decided_in_one_place(tmp_path):
     assert checkpoint_kind(tmp_path / "run") == PRETRAINED
     assert checkpoint_kind(tmp_path / "step_00000001.pt") == STATE_FILE
     (tmp_path / "empty").mkdir()
-    for loader in (checkpoint_kind, encoder_state, load_model):
+    loaders = (checkpoint_kind, lambda p: load(p, expect=ENCODER_WEIGHTS), lambda p: load(p, expect=MODEL),
+               lambda p: load(p, expect="classify"), load_model)
+    for loader in loaders:
         with pytest.raises(CheckpointError, match="empty: a directory without config.json"):
             loader(tmp_path / "empty")
         with pytest.raises(CheckpointError, match="missing: no such checkpoint"):

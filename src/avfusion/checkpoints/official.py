@@ -161,16 +161,32 @@ def load_official(source, image_size=(224, 224), audio_size=(128, 192), num_head
     (their head keys present), or else the bare encoder. `task_options` go to the task model
     (e.g. `weighted_loss=`, `binary_mask=` for the separator; `image_mask_ratio=` for pretraining).
     """
+    name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else None
+    return official_model(to_ours(read_checkpoint(source)), name, image_size=image_size, audio_size=audio_size,
+                          num_heads=num_heads, fusion_num_heads=fusion_num_heads, decoder_num_heads=decoder_num_heads,
+                          num_fusion_tokens=num_fusion_tokens, **task_options)
+
+
+def official_model(state: Mapping[str, torch.Tensor], name: str | None, image_size=(224, 224),
+                   audio_size=(128, 192), num_heads: int | None = None, fusion_num_heads: int | None = None,
+                   decoder_num_heads: int | None = None, num_fusion_tokens=(16, 8, 8), **task_options
+                   ) -> torch.nn.Module:
+    """The model an official state dict (already in our names) holds, loaded strictly, in eval mode;
+    the arguments are `load_official`'s. Errors begin with ``name`` (the file) when given."""
     from avfusion.models import build_model  # the model registry
 
-    state = to_ours(read_checkpoint(source))
-    task = detect_task(state)
-    config = infer_encoder_config(state, image_size, audio_size, num_heads, fusion_num_heads, num_fusion_tokens)
+    try:
+        task = detect_task(state)
+        config = infer_encoder_config(state, image_size, audio_size, num_heads, fusion_num_heads, num_fusion_tokens)
+    except CheckpointError as exc:
+        if name is None:
+            raise
+        raise CheckpointError(f"{name}: {exc}") from exc
     options = {**infer_task_options(task, state, decoder_num_heads), **task_options}
     model = build_model(task, config, **options)
     if task == "encoder":
         state = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
-    load_state_strict(model, state, source if isinstance(source, (str, os.PathLike)) else "checkpoint")
+    load_state_strict(model, state, name or "checkpoint")
     log.info("loaded official %s checkpoint (%s fusion at layers %s)", task, config.fusion_type, config.fusion_layers)
     return model.eval()
 

@@ -14,23 +14,6 @@ shorter than one window is padded as in training. Outputs are written completely
 never over an input.
 """
 
-EXAMPLES = {
-    "classify": "avfusion classify street.mp4 -c runs/vggsound_ft/final --labels vggsound_labels.txt --top-k 3",
-    "localize": "avfusion localize street.mp4 -c deepavfusion_vitb_vggsound_ep200.pth -o street_localize",
-    "separate": "avfusion separate duet.mp4 -c runs/sep/final --point 320,240 --box 700,100,1100,600 -o duet_sep",
-    "segment": "avfusion segment dog.mp4 -c runs/avs/final -o dog_segment",
-    "embed": "avfusion embed a.mp4 b.webm -c deepavfusion_vitb_vggsound_ep200.pth -o features.npz",
-}
-
-HELP = {
-    "classify": "top-k labels per window and for the whole video (table + JSON)",
-    "localize": "where the sound comes from: heatmap pictures, an overlay video, peaks as JSON",
-    "separate": "the sound of image regions: WAV files, spectrograms, videos with the separated sound",
-    "segment": "masks of the sounding objects: PNG masks and an overlay video",
-    "embed": "per-window image, audio and fusion embeddings of one or more videos (.npz)",
-}
-
-
 def _size(text: str) -> tuple[int, int]:
     parts = [int(p) for p in text.lower().replace("x", ",").split(",") if p]
     if len(parts) == 1:
@@ -67,11 +50,13 @@ def _common(p: argparse.ArgumentParser, output_help: str) -> None:
 
 
 def register(subparsers) -> None:
-    from avfusion.inference.pipeline import INFERENCE_TASKS
+    """One subcommand per inference task, its help, example and runner read from its record
+    (`avfusion.inference.methods.INFERENCE`)."""
+    from avfusion.inference.methods import INFERENCE
 
-    for name in INFERENCE_TASKS:
-        p = subparsers.add_parser(name, help=HELP[name], description=HELP[name][0].upper() + HELP[name][1:] + ".",
-                                  epilog=f"example:\n  {EXAMPLES[name]}\n\n{COMMON_EPILOG}",
+    for name, task in INFERENCE.items():
+        p = subparsers.add_parser(name, help=task.help, description=task.help[0].upper() + task.help[1:] + ".",
+                                  epilog=f"example:\n  {task.example}\n\n{COMMON_EPILOG}",
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
         if name == "embed":
             p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files (any format FFmpeg reads)")
@@ -94,7 +79,7 @@ def register(subparsers) -> None:
                            help="a region given as a pixel box (repeatable); default: the whole frame")
         if name in ("localize", "separate", "segment"):
             p.add_argument("--no-video", action="store_true", help="skip the output video (faster)")
-        p.set_defaults(func=RUNNERS[name])
+        p.set_defaults(func=globals()[task.runner])
 
 
 def _pipeline(args):
@@ -197,6 +182,3 @@ def run_embed(args) -> int:
     sys.stdout.write(f"embeddings (dim {results[0].image.shape[1]}) written to {path}\n")
     return 0
 
-
-RUNNERS = {"classify": run_classify, "localize": run_localize, "separate": run_separate, "segment": run_segment,
-           "embed": run_embed}

@@ -94,14 +94,6 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
-    """Mean over ranks, in place; returns the tensor."""
-    if _active():
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-        tensor /= dist.get_world_size()
-    return tensor
-
-
 def all_gather_object(obj: Any) -> list:
     """Every rank's ``obj``, in rank order (``[obj]`` in a single process)."""
     if not _active():

@@ -118,20 +118,12 @@ class Task(ABC):
         return batch
 
     def save_final(self, model: nn.Module, directory: Path) -> None:
-        """Write the final weights: ``avfusion.save_pretrained`` for avfusion models (weights and the
-        configuration that rebuilds them), else ``model.safetensors`` with the state dict; atomically."""
-        from avfusion.checkpoints.io import atomic_path
-        from avfusion.checkpoints.pretrained import save_pretrained
-        from avfusion.models.base import AVModel
+        """Write the final weights (``avfusion.checkpoints.save``): ``save_pretrained`` for avfusion models
+        (weights and the configuration that rebuilds them), else ``model.safetensors`` with the state dict;
+        atomically."""
+        from avfusion.checkpoints import save
 
-        directory.mkdir(parents=True, exist_ok=True)
-        if isinstance(model, AVModel):
-            save_pretrained(model, directory)
-            return
-        from safetensors.torch import save_file
-        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        with atomic_path(directory / "model.safetensors") as tmp:
-            save_file(state, str(tmp))
+        save(model, directory)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from pathlib import Path
 
 from torch import nn
 
@@ -17,40 +16,13 @@ from avfusion.errors import CheckpointError, ConfigError
 
 log = logging.getLogger(__name__)
 
-#: What each inference method needs from the checkpoint ("fusion": any encoder with fusion blocks).
-NEEDS = {
-    "classify": ("classify",),
-    "separate": ("separate",),
-    "segment": ("segment",),
-    "localize": ("localize", "fusion"),
-    "embed": ("any",),
-}
-
-TRAIN_HINT = {
-    "classify": "a classifier (`avfusion train classify RECIPE model.pretrained=CHECKPOINT --output DIR`)",
-    "separate": "a separator (`avfusion train separate RECIPE model.pretrained=CHECKPOINT --output DIR`)",
-    "segment": "a segmenter (`avfusion train segment RECIPE model.pretrained=CHECKPOINT --output DIR`)",
-    "localize": "a contrastive localiser (`avfusion train localize RECIPE model.pretrained=CHECKPOINT`) or an "
-                "encoder with fusion blocks",
-}
-
-
 def load_model(source: str | os.PathLike, **load_kwargs) -> nn.Module:
-    """The model a checkpoint holds, in eval mode; `load_kwargs` go to `avfusion.load_official`
-    (image_size, audio_size, num_heads, ... that an official file's shapes cannot reveal)."""
-    from avfusion.checkpoints.kinds import PRETRAINED, checkpoint_kind
+    """The model a checkpoint holds (``avfusion.checkpoints.load``), ready for inference (`for_inference`);
+    `load_kwargs` go to `avfusion.load_official` (image_size, audio_size, num_heads, ... that an official
+    file's shapes cannot reveal) and are refused for a directory, which records its own."""
+    from avfusion.checkpoints import MODEL, load
 
-    path = Path(source)
-    if checkpoint_kind(path) == PRETRAINED:
-        if load_kwargs:
-            raise ConfigError(f"{path} records its own configuration; {sorted(load_kwargs)} apply to official "
-                              ".pth files only")
-        from avfusion.checkpoints import from_pretrained
-        model = from_pretrained(path)
-    else:
-        from avfusion.checkpoints import load_official
-        model = load_official(path, **load_kwargs)
-    return for_inference(model)
+    return for_inference(load(source, expect=MODEL, official=load_kwargs))
 
 
 def for_inference(model: nn.Module) -> nn.Module:
@@ -69,13 +41,17 @@ def encoder_of(model: nn.Module) -> nn.Module:
 
 
 def check_supports(model: nn.Module, method: str, source: str) -> None:
-    """Raise CheckpointError when `model` cannot do `method`, saying what checkpoint would."""
-    task, needs = task_of(model), NEEDS[method]
+    """Raise CheckpointError when `model` cannot do `method` (its record's `needs`), saying what checkpoint
+    would (its `train_hint`)."""
+    from avfusion.inference.methods import INFERENCE
+
+    record = INFERENCE[method]
+    task, needs = task_of(model), record.needs
     if "any" in needs or task in needs:
         return
     if "fusion" in needs and encoder_of(model).fusion_layers:
         return
-    raise CheckpointError(f"{source}: a checkpoint of kind {task!r} cannot {method}; use {TRAIN_HINT[method]}")
+    raise CheckpointError(f"{source}: a checkpoint of kind {task!r} cannot {method}; use {record.train_hint}")
 
 
 def with_audio_frames(model: nn.Module, frames: int) -> nn.Module:

@@ -6,7 +6,7 @@
 
 Inputs are a path, or arrays: (frames, waveform, sample_rate) with frames (H, W, 3) or (N, H, W, 3)
 uint8 and a waveform (samples,) or (channels, samples). Each method needs a checkpoint of its kind
-(see `avfusion.inference.loading.NEEDS`) and raises CheckpointError otherwise.
+(its record's `needs`, `avfusion.inference.methods.INFERENCE`) and raises CheckpointError otherwise.
 """
 from __future__ import annotations
 
@@ -24,14 +24,12 @@ from avfusion.errors import ConfigError, DataError, DecodeError
 from avfusion.inference import loading, views
 from avfusion.inference.results import (ClassifyResult, EmbedResult, Input, LocalizeResult, SegmentResult,
                                         SeparateResult, Windows)
+from avfusion.inference.methods import INFERENCE
 from avfusion.inference.separation import overlap_add, residual_logits
 from avfusion.inference.windows import open_media, plan_windows
 
 log = logging.getLogger(__name__)
 
-#: what a Pipeline does (one method each), in the order the commands and the demo page list them
-INFERENCE_TASKS = ("classify", "localize", "separate", "segment", "embed")
-DEFAULT_FIT = {"classify": "crop", "embed": "crop", "localize": "squash", "segment": "squash", "separate": "squash"}
 
 
 class Pipeline:
@@ -111,7 +109,7 @@ class Pipeline:
             return info, windows, media.waveform
 
     def _view(self, method: str, height: int, width: int):
-        return views.model_view(height, width, self.image_size, self.fit or DEFAULT_FIT[method])
+        return views.model_view(height, width, self.image_size, self.fit or INFERENCE[method].default_fit)
 
     # ------------------------------------------------------------------ methods
     def classify(self, source, top_k: int = 5, labels: Sequence[str] | str | os.PathLike | None = None,

@@ -25,10 +25,10 @@ def _header(command: str, meta: dict[str, Any] | None) -> dict[str, Any]:
 def run_meta(command: str, checkpoint, pipe) -> dict[str, Any]:
     """What an output records of the run that made it: the checkpoint as given, the window, stride and
     fit (the same for `avfusion COMMAND` and `avfusion demo`, so that both write the same files)."""
-    from avfusion.inference.pipeline import DEFAULT_FIT
+    from avfusion.inference.methods import INFERENCE
 
     return {"checkpoint": str(checkpoint), "window": pipe.window, "stride": pipe.stride or pipe.window,
-            "fit": pipe.fit or DEFAULT_FIT[command]}
+            "fit": pipe.fit or INFERENCE[command].default_fit}
 
 
 def _caption(result, k: int) -> str:

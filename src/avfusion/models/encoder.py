@@ -1,7 +1,8 @@
 """The early-fusion encoder: two ViT streams that exchange information through fusion tokens."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import typing
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 from torch import nn
@@ -44,6 +45,21 @@ class EncoderConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+#: EncoderConfig fields a recipe takes from its data section (the input sizes), not from its model section
+INPUT_FIELDS = ("image_size", "audio_size")
+#: EncoderConfig fields that change neither a parameter's shape nor its meaning (regularisation in training)
+REGULARISATION_FIELDS = ("drop", "attn_drop", "drop_path")
+
+
+def encoder_fields(*, inputs: bool = True, regularisation: bool = True) -> dict[str, typing.Any]:
+    """{name: type} of EncoderConfig's fields, in their order; ``inputs=False`` leaves out ``INPUT_FIELDS``,
+    ``regularisation=False`` ``REGULARISATION_FIELDS``. What else describes an encoder (a recipe's model
+    section, the architecture a checkpoint must match) is derived from this, so a field is written once."""
+    hints = typing.get_type_hints(EncoderConfig)
+    left_out = (() if inputs else INPUT_FIELDS) + (() if regularisation else REGULARISATION_FIELDS)
+    return {f.name: hints[f.name] for f in fields(EncoderConfig) if f.name not in left_out}
 
 
 def parse_fusion_layers(spec: str | int, depth: int) -> list[int]:

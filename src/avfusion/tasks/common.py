@@ -7,13 +7,14 @@ Samples are dicts with ``image`` (3, H, W) ImageNet-normalised, ``audio`` (1, n_
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, make_dataclass
 from typing import Any
 
 import torch
 from torch.utils.data import ConcatDataset, Dataset
 
 from avfusion.errors import ConfigError
+from avfusion.models.encoder import encoder_fields
 
 log = logging.getLogger(__name__)
 
@@ -94,41 +95,28 @@ class DataConfig:
         return num_frames(self.window, self.sample_rate)
 
 
-@dataclass
-class ModelConfig:
-    """The ``model:`` section: an encoder preset plus overrides, and stream initialisation files.
+#: the recipe keys of the encoder: every EncoderConfig field but the input sizes (set by ``data:``)
+ENCODER_KEYS = tuple(encoder_fields(inputs=False))
 
-    Input sizes come from the ``data:`` section. Every override left null keeps the preset's value
-    (see ``avfusion.models.EncoderConfig`` for their meaning).
+#: The ``model:`` section, its encoder keys derived from EncoderConfig (an encoder option is written once).
+ModelConfig = make_dataclass(
+    "ModelConfig",
+    [("preset", str, field(default="base")),
+     *[(name, kind | None, field(default=None)) for name, kind in encoder_fields(inputs=False).items()],
+     ("image_init", str | None, field(default=None)),
+     ("audio_init", str | None, field(default=None))],
+    namespace={"__module__": __name__})
+ModelConfig.__doc__ = """The ``model:`` section: an encoder preset plus overrides, and stream initialisation files.
+
+    Input sizes come from the ``data:`` section; every other field of ``avfusion.models.EncoderConfig`` is a
+    key here (``ENCODER_KEYS``), and each left null keeps the preset's value (see EncoderConfig for their
+    meaning).
 
     Attributes:
         preset: stream size: tiny, small, base, large or huge.
         image_init: MAE weights ({"model": ...}) for the image stream; null: random init.
         audio_init: AudioMAE weights for the audio stream; null: random init.
     """
-
-    preset: str = "base"
-    patch_size: int | None = None
-    embed_dim: int | None = None
-    depth: int | None = None
-    num_heads: int | None = None
-    mlp_ratio: float | None = None
-    fusion_type: str | None = None
-    fusion_layers: str | None = None
-    num_fusion_tokens: tuple[int, int, int] | None = None
-    fusion_num_heads: int | None = None
-    fusion_attn_ratio: float | None = None
-    fusion_mlp_ratio: float | None = None
-    drop: float | None = None
-    attn_drop: float | None = None
-    drop_path: float | None = None
-    image_init: str | None = None
-    audio_init: str | None = None
-
-
-ENCODER_KEYS = ("patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio", "fusion_type", "fusion_layers",
-                "num_fusion_tokens", "fusion_num_heads", "fusion_attn_ratio", "fusion_mlp_ratio", "drop",
-                "attn_drop", "drop_path")
 
 
 def encoder_config_for(model: ModelConfig, data: DataConfig):

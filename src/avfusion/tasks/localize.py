@@ -170,16 +170,12 @@ class LocalizeTask(Task):
 
     def model_for_evaluation(self, checkpoint: str) -> nn.Module:
         """``--checkpoint``: a trained localiser directory, or (attention read-out) any encoder weights."""
-        from avfusion.checkpoints.kinds import PRETRAINED, checkpoint_kind
+        from avfusion.checkpoints import load
+        from avfusion.checkpoints.loading import recorded_task
 
         cfg = self.cfg
-        if checkpoint_kind(checkpoint) == PRETRAINED:
-            from avfusion.checkpoints.pretrained import read_config
-
-            if read_config(checkpoint).get("task") == "localize":
-                from avfusion.checkpoints import from_pretrained
-
-                return from_pretrained(checkpoint)
+        if recorded_task(checkpoint) == "localize":
+            return load(checkpoint, expect="localize")
         if cfg.localize.readout == "contrastive":
             raise CheckpointError(f"{checkpoint} holds no contrastive localisation head; train one with `avfusion "
                                   f"train localize RECIPE model.pretrained={checkpoint} --output DIR` and evaluate "
