@@ -12,10 +12,9 @@ import torch
 from avfusion.audio import log_mel_spectrogram
 from avfusion.data.clips import ClipDataset, MixtureDataset
 from avfusion.data.indexes import Index, Item, open_index
-from avfusion.data.reader import open_clip, read_image, read_mask
 from avfusion.errors import ConfigError, DataError, DecodeError
+from avfusion.media import open_clip, read_audio, read_frame, read_image, read_mask
 from avfusion.transforms import IMAGENET_MEAN, IMAGENET_STD
-from avfusion.video import read_audio, read_frame
 from tests import clip_media as cm
 
 
