@@ -62,6 +62,26 @@ def test_reader_matches_read_frame_and_read_audio(media):
         clip.audio(0.0, 0.5)
 
 
+def test_reader_reads_window_after_window_of_an_mp3(tmp_path):
+    """A reader restarts each later window from the stream start; MP3's demuxer refuses a seek below 0."""
+    import av
+    path = tmp_path / "tone.mp3"
+    with av.open(str(path), "w") as c:
+        a = c.add_stream("libmp3lame", rate=44100)
+        a.layout = "mono"
+        for s in range(0, 3 * 44100, 1152):
+            f = av.AudioFrame.from_ndarray(cm.tone(1152, s, amp=0.3)[None].astype(np.float32), format="fltp",
+                                           layout="mono")
+            f.sample_rate, f.pts = 44100, s
+            for p in a.encode(f):
+                c.mux(p)
+        for p in a.encode():
+            c.mux(p)
+    with open_clip(path) as clip:
+        for start in (1.0, 0.5, 1.7):
+            np.testing.assert_array_equal(clip.audio(start, start + 1.0), read_audio(path, start, start + 1.0))
+
+
 def _stereo_clip(path: Path, *, audio_start: float = 0.0, seconds: float = 2.0, rate: int = 44100) -> Path:
     """A 64x48 H.264 clip with stereo AAC: different pure tones left and right (no noise substitution),
     the audio stream starting `audio_start` s after the video."""

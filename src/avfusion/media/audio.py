@@ -129,6 +129,8 @@ class AudioWindows:
                 rate = stream.codec_context.sample_rate or stream.rate or 1
                 pre_roll = max(_PRE_ROLL, 2.0 * (stream.codec_context.frame_size or 0) / rate)
                 return seconds_to_pts(first - pre_roll, stream, origin), restart
+            # other demuxers may refuse a timestamp below 0 (MP3's: EPERM) and need none below the stream start
+            restart = max(restart, min(stream.start_time or 0, 0))
         else:
             restart = stream.start_time or 0
             if first > SEEK_AFTER:
