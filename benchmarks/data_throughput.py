@@ -4,8 +4,8 @@ A sample is what `ClipDataset(train=True)` returns: one frame (random window, te
 3 s of audio, random resized crop + flip + normalisation to 224x224, random gain, 128-bin log-mel.
 Clips are generated here: 10 s, 640x360, 25 fps H.264 (libx264 CRF 23, B-frames) with 44.1 kHz
 stereo AAC, keyframe every 16 or 250 frames. Frame modes `keyframe` and `exact` are measured, and
-for reference the same sample built from the public per-call readers (`video.probe`,
-`video.read_frame`, `video.read_audio`: three opens, FFmpeg's default threading).
+for reference the same sample built from the public per-call readers (`media.probe`,
+`media.read_frame`, `media.read_audio`: three opens, FFmpeg's default threading).
 
     OMP_NUM_THREADS=1 python benchmarks/data_throughput.py --samples 200
 
@@ -66,7 +66,7 @@ def separate_reader_sample(path: Path, seed: int, mode: str):
     """The same sample through the public one-call-per-read functions (its randomness drawn from `seed`)."""
     from avfusion.audio import log_mel_spectrogram, random_gain
     from avfusion.transforms import train_transform
-    from avfusion.video import probe, read_audio, read_frame
+    from avfusion.media import probe, read_audio, read_frame
 
     rng, gen = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
     duration = probe(path).duration

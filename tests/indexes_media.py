@@ -81,7 +81,7 @@ def write(path: Path, kind: str = "auto") -> Path:
 
 
 def pyav_probe(path: Path) -> None:
-    """Stand-in for avfusion.video.probe: open with PyAV and decode one frame of the first stream."""
+    """Stand-in for avfusion.media.probe: open with PyAV and decode one frame of the first stream."""
     try:
         with av.open(str(path)) as c:
             if not c.streams:

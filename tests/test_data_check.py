@@ -98,7 +98,7 @@ def test_still_frame_items_check_frames_masks_and_audio(tmp_path):
 
 
 def test_cli_preview_draws_a_grid(tmp_path):
-    from avfusion.data.reader import read_image
+    from avfusion.media import read_image
 
     out = tmp_path / "grid.png"
     assert main(["data", "preview", "avdigits", "-o", str(out), "--n", "2", "--split", "test"]) == 0

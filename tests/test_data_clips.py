@@ -12,10 +12,9 @@ import torch
 from avfusion.audio import log_mel_spectrogram
 from avfusion.data.clips import ClipDataset, MixtureDataset
 from avfusion.data.indexes import Index, Item, open_index
-from avfusion.data.reader import open_clip, read_image, read_mask
 from avfusion.errors import ConfigError, DataError, DecodeError
+from avfusion.media import open_clip, read_audio, read_frame, read_image, read_mask
 from avfusion.transforms import IMAGENET_MEAN, IMAGENET_STD
-from avfusion.video import read_audio, read_frame
 from tests import clip_media as cm
 
 
@@ -61,6 +60,26 @@ def test_reader_matches_read_frame_and_read_audio(media):
             assert got.shape == (64, 48, 3) and np.array_equal(got, read_frame(media / "rotated.mp4", 0.5, mode))
     with open_clip(media / "noaudio.mp4") as clip, pytest.raises(DecodeError, match="no audio stream"):
         clip.audio(0.0, 0.5)
+
+
+def test_reader_reads_window_after_window_of_an_mp3(tmp_path):
+    """A reader restarts each later window from the stream start; MP3's demuxer refuses a seek below 0."""
+    import av
+    path = tmp_path / "tone.mp3"
+    with av.open(str(path), "w") as c:
+        a = c.add_stream("libmp3lame", rate=44100)
+        a.layout = "mono"
+        for s in range(0, 3 * 44100, 1152):
+            f = av.AudioFrame.from_ndarray(cm.tone(1152, s, amp=0.3)[None].astype(np.float32), format="fltp",
+                                           layout="mono")
+            f.sample_rate, f.pts = 44100, s
+            for p in a.encode(f):
+                c.mux(p)
+        for p in a.encode():
+            c.mux(p)
+    with open_clip(path) as clip:
+        for start in (1.0, 0.5, 1.7):
+            np.testing.assert_array_equal(clip.audio(start, start + 1.0), read_audio(path, start, start + 1.0))
 
 
 def _stereo_clip(path: Path, *, audio_start: float = 0.0, seconds: float = 2.0, rate: int = 44100) -> Path:

@@ -16,7 +16,7 @@ from avfusion.cli import main
 from avfusion.data.indexes import open_index
 from avfusion.data.prepare import REPORT_NAME, TMP_SUFFIX, prepare
 from avfusion.errors import ConfigError, DataError
-from avfusion.media_transcode import output_size
+from avfusion.media.transcode import output_size
 from tests import clip_media as cm
 
 FPS = 25
@@ -158,7 +158,7 @@ def test_second_run_does_no_work(media, tmp_path, monkeypatch):
     assert first.counts["done"] == 3
     stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("*.mp4")}
 
-    import avfusion.media_transcode as mt
+    import avfusion.media.transcode as mt
     calls = []
     monkeypatch.setattr(mt, "transcode", lambda *a, **k: calls.append(a))
     again = prepare([src, archive], tmp_path / "out", workers=0, progress=False)
@@ -241,7 +241,7 @@ def test_interrupted_write_leaves_no_partial_file(media, tmp_path, monkeypatch):
     stale.parent.mkdir()
     stale.write_bytes(b"left by a killed run")
 
-    import avfusion.media_transcode as mt
+    import avfusion.media.transcode as mt
 
     def crash(src, dst, *a, **k):
         Path(dst).write_bytes(b"half a video")

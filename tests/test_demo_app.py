@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from avfusion.video import probe
+from avfusion.media import probe
 from tests.inference_media import tiny_models, truncate, write_clip
 
 pytest.importorskip("gradio", reason="the demo needs the optional extra: pip install 'avfusion[demo]'")

@@ -341,8 +341,8 @@ def test_registry_and_split_errors(tmp_path):
     assert folder_name("police car (siren)") == "police_car__siren_"
 
 
-def test_report_with_avfusion_video_probe(tmp_path):
-    pytest.importorskip("avfusion.video")
+def test_report_with_avfusion_media_probe(tmp_path):
+    pytest.importorskip("avfusion.media")
     index = open_index("vggsound", vggsound_root(tmp_path))
     rep = index.report(check_readable=True, progress=False)
     assert rep.counts["train"] == SplitCounts(3, 2, 1, 1) and rep.counts["test"] == SplitCounts(2, 2, 0, 1)

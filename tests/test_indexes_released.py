@@ -217,7 +217,7 @@ def test_jpeg_frames_and_png_masks_written_by_common_tools_decode(tmp_path):
     masks 8-bit PNGs; the image2 demuxer returns nothing for such a JPEG after a seek."""
     from PIL import Image
 
-    from avfusion.data.reader import read_image, read_mask
+    from avfusion.media import read_image, read_mask
 
     y, x = np.mgrid[0:48, 0:64]
     rgb = np.stack([x * 4, y * 5, np.full_like(x, 90)], axis=-1).astype(np.uint8)  # smooth: JPEG keeps it

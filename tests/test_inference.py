@@ -89,7 +89,7 @@ def test_residual_mask_and_overlap_add():
 
 # ----------------------------------------------------------------------------- media decoding
 def test_frames_at_window_centres_and_audio_as_read_audio(media):
-    from avfusion.video import read_audio, read_frames
+    from avfusion.media import read_audio, read_frames
 
     path = media["h264"]
     windows = plan_windows(2.0, 0.5)
@@ -140,7 +140,7 @@ def test_classify_rotated_h264_and_official_export(media, models):
 
 
 def test_classify_arrays_match_the_file(media, models):
-    from avfusion.video import read_audio, read_frame
+    from avfusion.media import read_audio, read_frame
 
     pipe = Pipeline.from_pretrained(models["classify"])
     frame = read_frame(media["short"], 0.1)
@@ -216,7 +216,7 @@ def test_audio_tasks_refuse_a_video_only_file(media, models):
 
 def test_an_mp3_with_cover_art_is_audio_with_a_picture_not_damaged_video(models, tmp_path):
     """Cover art is a one-image "video" stream; it used to be decoded as video and fail as a damaged file."""
-    from avfusion.video import probe
+    from avfusion.media import probe
     from tests.inference_media import write_cover_art_mp3
 
     song = write_cover_art_mp3(tmp_path / "song.mp3")
@@ -287,7 +287,7 @@ def test_outputs_never_overwrite_inputs(tmp_path):
 # ----------------------------------------------------------------------------- rendering
 def test_write_video_keeps_timing_orientation_and_audio(media, tmp_path):
     from avfusion.inference.render import write_video
-    from avfusion.video import probe, read_audio
+    from avfusion.media import probe, read_audio
 
     seen = []
     write_video(media["vfr"], tmp_path / "vfr.mp4", lambda f, t: seen.append(t) or f)
@@ -309,11 +309,11 @@ def test_write_video_keeps_timing_orientation_and_audio(media, tmp_path):
 
 
 def test_overlay_video_draws_what_the_decoder_shows(tmp_path):
-    """The overlay video's frames and times are the decoder's (avfusion.video): a rotated, variable-rate
+    """The overlay video's frames and times are the decoder's (avfusion.media): a rotated, variable-rate
     video that starts after its sound hands `draw` exactly the frame read_frames shows at each time, on
     the same timeline, and the output keeps those times."""
     from avfusion.inference.render import write_video
-    from avfusion.video import probe, read_frames
+    from avfusion.media import probe, read_frames
 
     src = write_clip(tmp_path / "late.mp4", 1.2, size=(64, 48), rotation=90, vfr=True, video_offset=0.3)
     seen = []
@@ -333,7 +333,7 @@ def test_overlay_video_draws_what_the_decoder_shows(tmp_path):
 def test_avdigits_demo_video(tmp_path):
     from avfusion.data.avdigits import render_scene
     from avfusion.inference.demo import write_avdigits_mixture_video, write_avdigits_video
-    from avfusion.video import probe, read_audio, read_frame
+    from avfusion.media import probe, read_audio, read_frame
 
     scenes = write_avdigits_video(tmp_path / "digits.mp4", indices=(0, 1), image_size=64, scale=2)
     info = probe(tmp_path / "digits.mp4")

@@ -9,7 +9,7 @@ import pytest
 import soundfile as sf
 
 from avfusion.cli import main
-from avfusion.video import probe, read_frame
+from avfusion.media import probe, read_frame
 from tests.inference_media import tiny_models, truncate, write_clip
 
 

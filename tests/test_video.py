@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from avfusion import video
+from avfusion import media as video
 from avfusion.audio import pad_or_repeat
 from avfusion.errors import DecodeError
 

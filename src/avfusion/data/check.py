@@ -17,7 +17,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from avfusion.data.indexes import Index, Item
-from avfusion.data.reader import open_clip, read_image, read_mask
+from avfusion.media import open_clip, read_image, read_mask
 from avfusion.data.sampling import eval_window
 from avfusion.errors import DecodeError
 

@@ -15,7 +15,7 @@ import torch
 
 from avfusion.audio import pad_or_repeat
 from avfusion.data.indexes import Item
-from avfusion.data.reader import open_clip, read_image, read_mask
+from avfusion.media import open_clip, read_image, read_mask
 from avfusion.data.sampling import (Window, choose_frame, dense_windows, eval_window, slot_window,
                                     train_window)
 from avfusion.errors import DataError

@@ -1,7 +1,7 @@
 """`avfusion data prepare`: downloaded videos -> what the DeepAVFusion recipes read fastest.
 
 Every video of the sources (folders, video files, tar / tar.gz shards read as streams) is re-encoded by
-`avfusion.media_transcode.transcode` (360p short side, never upscaled; H.264 with a keyframe every 16
+`avfusion.media.transcode.transcode` (360p short side, never upscaled; H.264 with a keyframe every 16
 frames; the audio kept) into the output layout (`avfusion.data.prepare_sources`), in parallel worker
 processes, with a progress bar per source.
 
@@ -28,7 +28,7 @@ from typing import Any, Sequence
 
 from avfusion.data.prepare_sources import CorruptSource, Entry, Source, make_layout, open_sources
 from avfusion.errors import ConfigError, DataError, DecodeError
-from avfusion.media_transcode import TranscodeSettings
+from avfusion.media.transcode import TranscodeSettings
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
 def prepare_one(name: str, src: Path | bytes, dst: Path, settings: TranscodeSettings) -> Failure | None:
     """Transcode one input to `dst` through a temporary file renamed into place; a failing input is
     returned as a Failure (nothing written), a failing output raises OutputError."""
-    from avfusion.media_transcode import transcode
+    from avfusion.media.transcode import transcode
 
     dst.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=TMP_SUFFIX, dir=dst.parent)

@@ -178,7 +178,7 @@ class Runner:
 
     def preview(self, video: str | os.PathLike) -> np.ndarray:
         """The frame shown half-way through (as displayed, rotation applied): the picture regions are drawn on."""
-        from avfusion.video import probe, read_frame
+        from avfusion.media import probe, read_frame
 
         path = self.check_input(video)
         return read_frame(path, probe(path).duration / 2)

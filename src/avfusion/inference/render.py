@@ -1,9 +1,9 @@
 """Pictures and videos of inference results: heatmap and mask overlays, spectrograms, MP4 writing.
 
 Pure numpy drawing plus matplotlib's Agg canvas (never pyplot), and PyAV for video: every frame of
-the input comes from the package's decoder (``avfusion.video.every_frame``: rotation applied, each
+the input comes from the package's decoder (``avfusion.media.every_frame``: rotation applied, each
 frame's own time, so a variable frame rate is kept), is drawn on, and encoded as H.264 in an MP4 with
-AAC audio: the input's own audio (its frames placed by ``avfusion.media_audio.audio_frames``)
+AAC audio: the input's own audio (its frames placed by ``avfusion.media.audio_frames``)
 re-encoded, or a given waveform (a separated source).
 """
 from __future__ import annotations
@@ -217,8 +217,8 @@ def write_video(src: str | Path, dst: str | Path, draw: Callable[[np.ndarray, fl
     """
     import av
 
-    from avfusion.media_container import open_input, video_streams
-    from avfusion.video import every_frame, probe
+    from avfusion.media import every_frame, probe
+    from avfusion.media.container import open_input, video_streams
 
     from tqdm.auto import tqdm
 
@@ -238,7 +238,7 @@ def write_video(src: str | Path, dst: str | Path, draw: Callable[[np.ndarray, fl
             vout.options = {"crf": str(crf), "preset": "veryfast"}
             aout = _audio_stream(out.container, inp, audio)
             last = -1
-            for frame, t in every_frame(inp, src):  # the decoder of avfusion.video: its times and rotation
+            for frame, t in every_frame(inp, src):  # the decoder of avfusion.media: its times and rotation
                 rgb = draw(frame, t)
                 if rgb.shape[:2] != (height, width):
                     rgb = np.pad(rgb, ((0, height - rgb.shape[0]), (0, width - rgb.shape[1]), (0, 0)), mode="edge")
@@ -276,15 +276,15 @@ def _audio_stream(out, inp, audio):
 def _encode_audio(out: _Output, stream, src, audio) -> None:
     import av
 
-    from avfusion.media_audio import audio_frames
-    from avfusion.media_container import open_input
+    from avfusion.media import audio_frames
+    from avfusion.media.container import open_input
 
     rate = stream.codec_context.sample_rate
     tb = Fraction(1, rate)
     if isinstance(audio, str):
         with open_input(src) as inp:
             expected = 0
-            for frame, at in audio_frames(inp, src):                    # placed as avfusion.media_audio reads it
+            for frame, at in audio_frames(inp, src):                    # placed as avfusion.media reads it
                 frame.pts, frame.time_base = max(at, expected), tb       # never backwards (codec priming)
                 expected = frame.pts + frame.samples
                 out.send(stream, frame)

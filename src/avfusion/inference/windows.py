@@ -21,7 +21,8 @@ import numpy as np
 from avfusion.data.item_media import fit_length
 from avfusion.data.sampling import Window
 from avfusion.errors import ConfigError, DataError, DecodeError
-from avfusion.media_container import video_streams
+from avfusion.media import open_clip
+from avfusion.media.container import declared_end, video_streams
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,7 @@ class Media(abc.ABC):
 
 
 class FileMedia(Media):
-    """A media file read through one `avfusion.data.reader.ClipReader`."""
+    """A media file read through one `avfusion.media.ClipReader`."""
 
     def __init__(self, clip, path, sample_rate: int):
         self.clip, self.sample_rate = clip, int(sample_rate)
@@ -115,8 +116,6 @@ class FileMedia(Media):
 
     def _decode_audio(self, path) -> np.ndarray:
         """The whole file's audio, mono at `sample_rate`, silent where the audio stream has no samples."""
-        from avfusion.media_container import declared_end
-
         rate, duration = self.sample_rate, self.facts.duration
         stream = self.clip.container.streams.audio[0]
         end = min(duration, declared_end(self.clip.container, stream))
@@ -187,7 +186,5 @@ def open_media(source, sample_rate: int) -> Iterator[Media]:
         frames, audio, rate = (*source, None, None)[:3]
         yield ArraysMedia(frames, audio, rate, sample_rate)
         return
-    from avfusion.data.reader import open_clip
-
     with open_clip(source) as clip:
         yield FileMedia(clip, source, sample_rate)

@@ -61,7 +61,7 @@ class LocalizationTestSet(Dataset):
 
     def _decode(self, item) -> tuple[np.ndarray, np.ndarray]:
         """(H, W, 3) uint8 frame and the centred audio window of one item."""
-        from avfusion.data.reader import open_clip, read_image
+        from avfusion.media import open_clip, read_image
         from avfusion.data.sampling import eval_window
 
         d = self.data

@@ -61,7 +61,7 @@ class AVSBenchFrames(Dataset):
     def _frame(self, item, k: int, clip, rng: np.random.Generator | None, generator=None) -> dict[str, Any]:
         """Image, audio and target of annotated frame ``k``."""
         from avfusion.audio import log_mel_spectrogram, random_gain
-        from avfusion.data.reader import read_image, read_mask
+        from avfusion.media import read_image, read_mask
         from avfusion.data.sampling import slot_window
         from avfusion.transforms import (apply_geometry, apply_geometry_mask, normalize, to_float_tensor,
                                          train_transform_joint)
@@ -83,7 +83,7 @@ class AVSBenchFrames(Dataset):
         return {"image": image, "audio": audio, "target": self._target(target.numpy())}
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        from avfusion.data.reader import open_clip
+        from avfusion.media import open_clip
         from avfusion.data.sampling import Stream, choose_frame, numpy_rng, torch_generator
 
         i = int(index)

@@ -86,7 +86,7 @@ class Index:
                probe: Callable[[Path], Any] | None = None, progress: bool = True) -> "Report":
         """Count listed / present / missing (/ unreadable with `check_readable`) items per split.
 
-        Readability calls `probe(path)` (default `avfusion.video.probe`) on every decodable file and
+        Readability calls `probe(path)` (default `avfusion.media.probe`) on every decodable file and
         counts an item unreadable when it raises `DecodeError`.
         """
         from avfusion.data.indexes.report import build_report

@@ -85,7 +85,7 @@ class Report:
 
 
 def default_probe() -> Callable[[Path], Any]:
-    from avfusion.video import probe  # lazy: the data package must import without the decoder
+    from avfusion.media import probe  # lazy: the data package must import without the decoder
 
     return probe
 

@@ -1,6 +1,6 @@
-"""Reading frames and audio from media files with PyAV.
+"""Decoding video frames: the frame shown at a time, every frame of a stream, RGB conversion.
 
-Times are seconds on the file timeline: 0 is the container start (see `avfusion.media_container`).
+Times are seconds on the file timeline: 0 is the container start (see `avfusion.media.container`).
 `read_frame(path, t)` returns the frame DISPLAYED at t: the last frame whose presentation time is
 <= t, found by seeking to the previous keyframe and decoding forward. Past the end of a video stream
 that is shorter than the file, the last frame stays displayed; a stream that stops early against its
@@ -17,24 +17,20 @@ from typing import Iterator, Sequence
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from .errors import DecodeError
-from .media_audio import read_audio
-from .media_container import (MediaInfo, container_start, declared_end, frame_rotation, open_input,
-                              pts_to_seconds, read_info, seconds_to_pts, video_streams)
+from avfusion.errors import DecodeError
+
+from .container import (container_start, declared_end, frame_rotation, open_input, pts_to_seconds, seconds_to_pts,
+                        video_streams)
+from .probe import MediaInfo, read_info
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MediaInfo", "probe", "read_frame", "read_frames", "read_audio", "FrameCursor", "frame_at", "to_rgb",
-           "every_frame"]
+__all__ = ["FRAME_MODES", "read_frame", "read_frames", "FrameCursor", "frame_at", "to_rgb", "every_frame"]
 
-_MODES = ("exact", "keyframe")
+#: how a frame is chosen for a time: "exact" (the frame displayed then) or "keyframe" (the keyframe at or
+#: before it, cheaper)
+FRAME_MODES = ("exact", "keyframe")
 _END_SLACK_FRAMES = 2     # a decode that stops this many frame periods before t means a truncated file
-
-
-def probe(path) -> MediaInfo:
-    """Stream facts of a media file (container, streams, first-frame rotation)."""
-    with open_input(path) as container:
-        return read_info(container, path)
 
 
 _local = threading.local()
@@ -61,8 +57,8 @@ def to_rgb(frame, rotation: int) -> np.ndarray:
 
 class FrameCursor:
     """Forward decoding over the first video stream of an open container (cover art left out), seeking
-    only when a target lies past the next keyframe. Public: the dataset reader keeps one per open file
-    and asks it for frame after frame with :func:`frame_at`."""
+    only when a target lies past the next keyframe. `avfusion.media.clip.ClipReader` keeps one per open
+    file and asks it for frame after frame with :func:`frame_at`."""
 
     def __init__(self, container, path):
         self.container, self.path = container, path
@@ -184,8 +180,8 @@ def read_frames(path, times: Sequence[float], mode: str = "exact") -> np.ndarray
     Times are visited in sorted order; the decoder seeks only when the next time lies beyond the
     next keyframe, otherwise it keeps decoding forward.
     """
-    if mode not in _MODES:
-        raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+    if mode not in FRAME_MODES:
+        raise ValueError(f"mode must be one of {FRAME_MODES}, got {mode!r}")
     times = [float(t) for t in times]
     if not times:
         raise ValueError("read_frames needs at least one time")

@@ -20,12 +20,12 @@ from pathlib import Path
 import av
 from av.video.reformatter import Interpolation, VideoReformatter
 
-from .errors import DecodeError, OutputError
-from .media_container import declared_end, frame_rotation, video_streams
+from avfusion.errors import DecodeError, OutputError
+
+from .container import TRUNCATION_SLACK, declared_end, frame_rotation, video_streams
 
 __all__ = ["TranscodeSettings", "Transcoded", "output_size", "transcode"]
 
-_TRUNCATION_SLACK = 0.5          # seconds a stream may end before its declared end (muxers round ends)
 _AAC_LAYOUTS = ("mono", "stereo")
 
 
@@ -180,7 +180,7 @@ class _Ends:
     def check(self, inp, vin, ain, name: str) -> None:
         """DecodeError when a stream stops well before the end it declares; a stream that declares none
         is held to the file's end only through the longer of the two (a shorter stream is legitimate)."""
-        slack = max(_TRUNCATION_SLACK, 2 * _period(vin))
+        slack = max(TRUNCATION_SLACK, 2 * _period(vin))
         origin = float((inp.start_time or 0) / av.time_base)
         for kind, stream in (("video", vin), ("audio", ain)):
             got = max(self.video, self.audio) if not stream.duration else getattr(self, kind)
