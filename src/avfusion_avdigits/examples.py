@@ -63,11 +63,11 @@ def _unnormalise(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 def reconstruction(path: Path, stage_result, count: int = 4) -> Path:
     """Rows of test scenes: image and spectrogram, each as input, masked input, and reconstruction."""
-    from avfusion.checkpoints import from_pretrained
+    from avfusion.checkpoints import load
     from avfusion.models import patchify, unpatchify
     from avfusion.tasks.common import AVDigitsSamples
 
-    model = from_pretrained(stage_result.checkpoint).eval()
+    model = load(stage_result.checkpoint, expect="pretrain")
     batch = _batch(AVDigitsSamples("test", _data(stage_result)), count)
     image, audio = batch["image"], batch["audio"]
     with torch.no_grad():
