@@ -74,7 +74,7 @@ def test_report_json_has_every_required_number_with_protocol_and_n(quick_run):
     assert on_disk["machine"]["start"]["torch"] == torch.__version__
     assert set(on_disk["stage_seconds"]) == {f"factorized/{k}" for k in stage_keys()} | {"figures"}
     assert all(s > 0 for s in on_disk["stage_seconds"].values())
-    assert "ablation" not in on_disk
+    assert "ablation" not in on_disk and "ablation_table" not in on_disk
     encoders = set()
     for name, stage in on_disk["config"]["stages"].items():
         resolved = stage["resolved"]
@@ -117,6 +117,31 @@ def test_learning_happened(quick_run):
     assert sdri > get(report, "separation.baselines.swapped.SDRi") + 1
     met = {t["target"]: t["met"] for t in report["targets"]}
     assert met["linear probe, joint top-1"] is (get(report, "classification.linear_probe.joint.top1") >= 0.9)
+
+
+def test_every_number_of_the_report_comes_from_a_stage_evaluation_report(quick_run):
+    """report.json carries each stage's evaluation report as the task wrote it (runs/<stage>/evaluation.json);
+    the targets are read from those reports, and agree with the summary sections."""
+    from avfusion.tasks.evaluation import EvaluationReport
+    from avfusion_avdigits.results import TARGETS
+
+    out, report, _ = quick_run
+    on_disk = json.loads((out / "report.json").read_text())
+    evaluations = on_disk["evaluations"]
+    for name, data in evaluations.items():
+        stage = name.split("/", 1)[1]
+        assert data == json.loads((out / "runs" / stage / "evaluation.json").read_text()), name
+    reports = {name.split("/", 1)[1]: EvaluationReport.from_dict(d) for name, d in evaluations.items()}
+    by_name = {t["target"]: t["value"] for t in on_disk["targets"]}
+    sections = {"linear probe, joint top-1": "classification.linear_probe.joint.top1",
+                "localization AP50 (contrastive)": "localization.contrastive.AP50",
+                "separation SDRi (dB)": "separation.SDRi", "segmentation fg IoU": "segmentation.fg_iou"}
+    for target in TARGETS:
+        assert by_name[target.name] == pytest.approx(target.value(reports)), target.name
+        if target.name in sections:
+            assert by_name[target.name] == pytest.approx(get(on_disk, sections[target.name])), target.name
+    swapped = get(on_disk, "separation.SDRi") - get(on_disk, "separation.baselines.swapped.SDRi")
+    assert by_name["separation SDRi, right image minus the other source's image (dB)"] == pytest.approx(swapped)
 
 
 def test_quick_run_time(quick_run):
@@ -174,13 +199,13 @@ def test_figures_and_report_md(quick_run):
 def test_the_docs_sections_the_report_points_at_exist():
     """Every section of docs/avdigits.md that the report names for a target not met is a heading there, and
     every docs page the report names exists. The docs are reference; the dated run history is not tested."""
-    from avfusion_avdigits.results import WHY, _target
+    from avfusion_avdigits.results import WHY, row
 
     docs = ROOT / "docs" / "avdigits.md"
     headings = {line.lstrip("#").strip() for line in docs.read_text().splitlines() if line.startswith("## ")}
     assert set(WHY.values()) <= headings, set(WHY.values()) - headings
     for topic in WHY:
-        page, _, section = _target(topic, "t", 0.0, "", lambda v: True)["docs"].partition(", ")
+        page, _, section = row(topic, "t", 0.0, "", lambda v: True)["docs"].partition(", ")
         assert (ROOT / page).is_file(), page
         assert section.strip("'") in headings, section
 
@@ -272,6 +297,9 @@ def test_ablation_runs_every_fusion_type(tmp_path):
     assert set(report["ablation"]) == {"factorized", "dense", "none"}
     assert report["ablation"]["none"]["localization"]["attention"] is None  # no fusion blocks
     assert report["ablation"]["dense"]["localization"]["attention"]["AP50"] is not None
+    table = report["ablation_table"]
+    assert table["none"]["localisation AP50 attention"] is None
+    assert table["dense"]["localisation AP50 attention"] == report["ablation"]["dense"]["localization"]["attention"]["AP50"]
     assert (tmp_path / "figures" / "ablation.png").is_file()
     assert (tmp_path / "ablation" / "none" / "checkpoints" / "pretrain" / "config.json").is_file()
 

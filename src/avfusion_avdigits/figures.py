@@ -86,37 +86,31 @@ def fusion_name(fusion: str) -> str:
     return "no fusion" if fusion == "none" else f"{fusion} fusion"
 
 
-def ablation_table(path: Path, ablation: dict[str, Any]) -> Path:
-    """The ablation's headline numbers per fusion type as a table picture."""
-    columns = [("linear probe\njoint top-1", "classification.linear_probe.joint.top1"),
-               ("probe, random\nencoder", "classification.linear_probe_random_init.joint.top1"),
-               ("fine-tune\njoint top-1", "classification.finetune.joint.top1"),
-               ("localisation\nAP50 contrastive", "localization.contrastive.AP50"),
-               ("localisation\nAP50 attention", "localization.attention.AP50"),
-               ("separation\nSDR (dB)", "separation.SDR"), ("separation\nSDRi (dB)", "separation.SDRi"),
-               ("segmentation\nfg IoU", "segmentation.fg_iou")]
+def ablation_table(path: Path, table: dict[str, dict[str, float | None]]) -> Path:
+    """The ablation's headline numbers per fusion type (report.json's ``ablation_table``) as a picture."""
+    columns = [name for name, _ in results.ABLATION]
     cells = []
-    for fusion, data in ablation.items():
+    for values in table.values():
         row = []
-        for _, key in columns:
-            value = results.lookup(data, key)
-            row.append("n/a" if value is None else f"{value:.2f}" if "separation" in key else f"{value:.3f}")
+        for name, value in zip(columns, values.values()):
+            row.append("n/a" if value is None else f"{value:.2f}" if "separation" in name else f"{value:.3f}")
         cells.append(row)
     fig = new_figure(1.45 * len(columns) + 1.2, 0.45 * len(cells) + 1.4)
     ax = fig.add_subplot(1, 1, 1)
     ax.axis("off")
-    table = ax.table(cellText=cells, rowLabels=[fusion_name(f) for f in ablation], colLabels=[c for c, _ in columns],
-                     loc="center", cellLoc="center")
-    table.auto_set_font_size(False)
-    table.set_fontsize(9)
-    table.scale(1.0, 2.2)
+    table_art = ax.table(cellText=cells, rowLabels=[fusion_name(f) for f in table], colLabels=columns,
+                         loc="center", cellLoc="center")
+    table_art.auto_set_font_size(False)
+    table_art.set_fontsize(9)
+    table_art.scale(1.0, 2.2)
     return save(fig, path, "Ablation: the same pipeline with factorized, dense and no fusion\n"
                            "('none': independent streams, so no attention read-out)")
 
 
-def make_figures(output: Path, runs: Sequence, ablation: dict[str, Any] | None = None) -> list[str]:
-    """Every figure for ``runs`` (the first run's models for the examples; ``ablation``: report sections per
-    fusion type); paths relative to ``output``."""
+def make_figures(output: Path, runs: Sequence, ablation: dict[str, dict[str, float | None]] | None = None
+                 ) -> list[str]:
+    """Every figure for ``runs`` (the first run's models for the examples; ``ablation``: the ablation's
+    headline numbers per fusion type, :func:`avfusion_avdigits.results.ablation`); paths relative to ``output``."""
     from avfusion_avdigits import examples
 
     figures = Path(output) / "figures"

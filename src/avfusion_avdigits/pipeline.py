@@ -259,11 +259,12 @@ def run_benchmark(output: str | os.PathLike, *, quick: bool = False, fusions: tu
     figure_seconds = figure_cpu = 0.0
     if figures:
         from avfusion_avdigits.figures import make_figures
-        from avfusion_avdigits.results import sections
+        from avfusion_avdigits.results import ablation as ablation_table
 
         tracker.start("figures", "figures")
         cpu = time.process_time()
-        ablation = {r.fusion: sections(r.stages) for r in runs} if len(runs) > 1 else None
+        ablation = (ablation_table({r.fusion: {k: s.report for k, s in r.stages.items()} for r in runs})
+                    if len(runs) > 1 else None)
         figure_files = make_figures(out, runs, ablation)
         figure_seconds, figure_cpu = tracker.finish("figures"), time.process_time() - cpu
     report = build_report(runs, quick=quick, jobs=jobs, recipes=recipes, machine_start=at_start, machine_end=machine(),

@@ -25,11 +25,13 @@ def build_report(runs: list, *, quick: bool, jobs: int, recipes: Path, machine_s
                            "avfusion_version": __version__, "fusions": [r.fusion for r in runs],
                            "primary_fusion": primary.fusion}
     out.update(results.sections(primary.stages))
+    reports = {r.fusion: {k: s.report for k, s in r.stages.items()} for r in runs}
     if len(runs) > 1:
         out["ablation"] = {r.fusion: results.sections(r.stages) for r in runs}
+        out["ablation_table"] = results.ablation(reports)
     out["runtime_seconds"] = total_seconds
     out["cpu_seconds"] = cpu_seconds
-    out["targets"] = results.targets(out, total_seconds, quick, pipelines=len(runs))
+    out["targets"] = results.targets(reports[primary.fusion], total_seconds, quick, pipelines=len(runs))
     own = [(r, k, s) for i, r in enumerate(runs) for k, s in r.stages.items() if i == 0 or k not in shared_keys()]
     stage_seconds = {f"{r.fusion}/{k}": s.seconds for r, k, s in own}
     stage_cpu = {f"{r.fusion}/{k}": s.cpu_seconds for r, k, s in own}
@@ -45,6 +47,8 @@ def build_report(runs: list, *, quick: bool, jobs: int, recipes: Path, machine_s
     out["machine"] = {"start": machine_start, "end": machine_end}
     root = primary.root
     out["checkpoints"] = {f"{r.fusion}/{k}": str(s.checkpoint.relative_to(root)) for r, k, s in own}
+    # every number above comes from these: each stage's own evaluation report, as the task wrote it
+    out["evaluations"] = {f"{r.fusion}/{k}": s.report.to_dict() for r, k, s in own if s.report is not None}
     out["figures"] = figure_files
     return out
 
@@ -210,21 +214,12 @@ def _pretraining(data: dict) -> list[str]:
 
 
 def _ablation(report: dict) -> list[str]:
-    ab = report.get("ablation")
-    if not ab:
+    table = report.get("ablation_table")
+    if not table:
         return []
-    rows = []
-    for fusion, d in ab.items():
-        def get(path: str) -> Any:
-            return results.lookup(d, path)
-        rows.append([fusion, get("classification.linear_probe.joint.top1"),
-                     get("classification.linear_probe_random_init.joint.top1"),
-                     get("classification.finetune.joint.top1"),
-                     get("localization.contrastive.AP50"), get("localization.attention.AP50"), get("separation.SDR"),
-                     get("separation.SDRi"), get("segmentation.fg_iou")])
-    return ["## Ablation: fusion type", "",
-            *_table(["fusion", "lin. probe", "lin. probe (random)", "fine-tune", "loc. AP50 (contrastive)",
-                     "loc. AP50 (attention)", "SDR", "SDRi", "seg. fg IoU"], rows),
+    columns = list(next(iter(table.values())))
+    rows = [[fusion, *values.values()] for fusion, values in table.items()]
+    return ["## Ablation: fusion type", "", *_table(["fusion", *columns], rows),
             "Same pipeline, same sizes, each fusion type pretrained and evaluated on its own; `none`: two "
             "independent streams (no fusion blocks, so no attention read-out).", ""]
 

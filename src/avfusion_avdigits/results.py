@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
 
 HEADS = ("image", "audio", "fusion", "joint")
 PRIMARY_LOCALIZATION = "fixed@0.5"
@@ -153,13 +154,24 @@ def sections(runs: dict) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- targets
-def lookup(data: dict, path: str) -> Any:
-    node: Any = data
-    for part in path.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
+@dataclass(frozen=True)
+class Ref:
+    """One number of a stage's evaluation report: the row of ``subject`` / ``metric`` whose protocol ends
+    with ``protocol`` (when given; else the first such row)."""
+
+    stage: str
+    subject: str
+    metric: str
+    protocol: str | None = None
+
+    def value(self, reports: Mapping[str, Any]) -> float | None:
+        """The number, from ``reports`` (stage key -> EvaluationReport); None where it was not measured."""
+        report = reports.get(self.stage)
+        for row in report.rows if report is not None else ():
+            if row.subject == self.subject and row.metric == self.metric and (
+                    self.protocol is None or row.protocol.endswith(self.protocol)):
+                return _number(row.value)
+        return None
 
 
 #: Where docs/avdigits.md says what was measured about a task's targets (the report points there when one is
@@ -167,43 +179,80 @@ def lookup(data: dict, path: str) -> Any:
 WHY = {"localization": "Localisation: what limits it", "separation": "Separation: what limits it",
        "segmentation": "Segmentation: what limits it", "classification": "Stage 1 and AV-MAE: what was measured",
        "run time": "Measured numbers"}
+CHECKS: dict[str, Callable[[float, float], bool]] = {">=": lambda v, t: v >= t, ">": lambda v, t: v > t,
+                                                     "<=": lambda v, t: v <= t}
 
 
-def _target(topic: str, name: str, value: float | None, goal: str, check: Callable[[float], bool]) -> dict[str, Any]:
-    return {"target": name, "goal": goal, "value": value, "met": None if value is None else bool(check(value)),
+@dataclass(frozen=True)
+class Target:
+    """A goal on one number of the evaluation reports, or on its margin over the best of ``minus``."""
+
+    topic: str  # a key of WHY
+    name: str
+    ref: Ref
+    check: str  # a key of CHECKS
+    threshold: str  # as the report prints it
+    minus: tuple[Ref, ...] = ()
+
+    def value(self, reports: Mapping[str, Any]) -> float | None:
+        value = self.ref.value(reports)
+        if not self.minus:
+            return value
+        others = [v for v in (m.value(reports) for m in self.minus) if v is not None]
+        return None if value is None or not others else value - max(others)
+
+
+def row(topic: str, name: str, value: float | None, goal: str, met: Callable[[float], bool]) -> dict[str, Any]:
+    """One target's line of report.json: what, the goal, the value, met (None: not measured), the docs section."""
+    return {"target": name, "goal": goal, "value": value, "met": None if value is None else bool(met(value)),
             "docs": f"docs/avdigits.md, {WHY[topic]!r}"}
 
 
-def targets(data: dict, runtime_seconds: float, quick: bool, pipelines: int = 1) -> list[dict[str, Any]]:
-    """The benchmark's targets (issue 13) against what was measured. The run-time budget is per pipeline:
-    ``--fusion all`` runs ``pipelines`` = 3 of them."""
+#: The benchmark's targets, each read from the stages' evaluation reports.
+TARGETS = (
+    Target("classification", "linear probe, joint top-1", Ref("linear_probe", "joint", "top1"), ">=", "0.90"),
+    Target("classification", "fine-tune, joint top-1", Ref("finetune", "joint", "top1"), ">=", "0.97"),
+    Target("localization", "localization AP50 (contrastive)", Ref("localize", "contrastive", "AP50", PRIMARY_LOCALIZATION),
+           ">=", "0.80"),
+    Target("localization", "localization AP50 (contrastive) minus random visible digit",
+           Ref("localize", "contrastive", "AP50", PRIMARY_LOCALIZATION), ">=", "0.15",
+           (Ref("localize", "random_digit", "AP50", PRIMARY_LOCALIZATION),)),
+    Target("localization", "localization AP50 (attention) minus best of center and full",
+           Ref("localize", "attention", "AP50", PRIMARY_LOCALIZATION), ">", "0",
+           (Ref("localize", "center", "AP50", PRIMARY_LOCALIZATION), Ref("localize", "full", "AP50", PRIMARY_LOCALIZATION))),
+    Target("separation", "separation SDR (dB)", Ref("separate", "model", "SDR"), ">=", "5"),
+    Target("separation", "separation SDRi (dB)", Ref("separate", "model", "SDRi"), ">=", "5"),
+    Target("separation", "separation SDRi, right image minus the other source's image (dB)",
+           Ref("separate", "model", "SDRi"), ">=", "5", (Ref("separate", "swapped", "SDRi"),)),
+    Target("segmentation", "segmentation fg IoU", Ref("segment", "model", "fg_iou"), ">=", "0.60"),
+    Target("segmentation", "segmentation fg IoU minus all-digits mask", Ref("segment", "model", "fg_iou"), ">=",
+           "0.20", (Ref("segment", "all_digits", "fg_iou"),)),
+)
+
+#: The ablation's headline numbers (report.md's table and the figure), per fusion type.
+ABLATION = (("linear probe\njoint top-1", Ref("linear_probe", "joint", "top1")),
+            ("probe, random\nencoder", Ref("linear_probe_random_init", "joint", "top1")),
+            ("fine-tune\njoint top-1", Ref("finetune", "joint", "top1")),
+            ("localisation\nAP50 contrastive", Ref("localize", "contrastive", "AP50", PRIMARY_LOCALIZATION)),
+            ("localisation\nAP50 attention", Ref("localize", "attention", "AP50", PRIMARY_LOCALIZATION)),
+            ("separation\nSDR (dB)", Ref("separate", "model", "SDR")),
+            ("separation\nSDRi (dB)", Ref("separate", "model", "SDRi")),
+            ("segmentation\nfg IoU", Ref("segment", "model", "fg_iou")))
+
+
+def ablation(reports_by_fusion: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str, float | None]]:
+    """fusion -> {column: value} of :data:`ABLATION`, from each fusion type's evaluation reports."""
+    return {fusion: {name.replace("\n", " "): ref.value(reports) for name, ref in ABLATION}
+            for fusion, reports in reports_by_fusion.items()}
+
+
+def targets(reports: Mapping[str, Any], runtime_seconds: float, quick: bool, pipelines: int = 1) -> list[dict[str, Any]]:
+    """The benchmark's targets against what the evaluation reports (stage key -> EvaluationReport) hold. The
+    run-time budget is per pipeline: ``--fusion all`` runs ``pipelines`` = 3 of them."""
     budget = (180 if quick else 900) * pipelines
     goal = f"<= {budget} s ({'--quick' if quick else 'full run'}{f', {pipelines} fusion types' if pipelines > 1 else ''})"
-    out = [_target("run time", "run time", runtime_seconds, goal, lambda v: v <= budget)]
-    out.append(_target("classification", "linear probe, joint top-1",
-                       lookup(data, "classification.linear_probe.joint.top1"), ">= 0.90", lambda v: v >= 0.90))
-    out.append(_target("classification", "fine-tune, joint top-1", lookup(data, "classification.finetune.joint.top1"),
-                       ">= 0.97", lambda v: v >= 0.97))
-    ap = lookup(data, "localization.contrastive.AP50")
-    random_digit = lookup(data, "localization.baselines.random_digit.AP50")
-    out.append(_target("localization", "localization AP50 (contrastive)", ap, ">= 0.80", lambda v: v >= 0.80))
-    out.append(_target("localization", "localization AP50 (contrastive) minus random visible digit",
-                       None if ap is None or random_digit is None else ap - random_digit, ">= 0.15",
-                       lambda v: v >= 0.15))
-    attention = lookup(data, "localization.attention.AP50")
-    blind = [lookup(data, f"localization.baselines.{b}.AP50") for b in ("center", "full")]
-    blind = [v for v in blind if v is not None]
-    out.append(_target("localization", "localization AP50 (attention) minus best of center and full",
-                       None if attention is None or not blind else attention - max(blind), "> 0", lambda v: v > 0))
-    out.append(_target("separation", "separation SDR (dB)", lookup(data, "separation.SDR"), ">= 5", lambda v: v >= 5))
-    out.append(_target("separation", "separation SDRi (dB)", lookup(data, "separation.SDRi"), ">= 5", lambda v: v >= 5))
-    swapped = lookup(data, "separation.baselines.swapped.SDRi")
-    sdri = lookup(data, "separation.SDRi")
-    out.append(_target("separation", "separation SDRi, right image minus the other source's image (dB)",
-                       None if sdri is None or swapped is None else sdri - swapped, ">= 5", lambda v: v >= 5))
-    fg = lookup(data, "segmentation.fg_iou")
-    all_digits = lookup(data, "segmentation.baselines.all_digits.fg_iou")
-    out.append(_target("segmentation", "segmentation fg IoU", fg, ">= 0.60", lambda v: v >= 0.60))
-    out.append(_target("segmentation", "segmentation fg IoU minus all-digits mask",
-                       None if fg is None or all_digits is None else fg - all_digits, ">= 0.20", lambda v: v >= 0.20))
+    out = [row("run time", "run time", runtime_seconds, goal, lambda v: v <= budget)]
+    for t in TARGETS:
+        out.append(row(t.topic, t.name, t.value(reports), f"{t.check} {t.threshold}",
+                       lambda v, t=t: CHECKS[t.check](v, float(t.threshold))))
     return out
