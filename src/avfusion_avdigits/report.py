@@ -3,13 +3,14 @@ and report.md (the same for a person, with the figures)."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 import math
 from pathlib import Path
 from typing import Any
 
 from avfusion_avdigits import results
 from avfusion_avdigits.progress import duration
-from avfusion_avdigits.stages import label, shared_keys
+from avfusion_avdigits.stages import label, shared_keys, table
 
 REPORT_FORMAT = 1
 
@@ -91,81 +92,77 @@ def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
     return lines + [""]
 
 
-def _classification(data: dict) -> list[str]:
-    c = data.get("classification") or {}
-    if not c:
+@dataclass(frozen=True)
+class TaskTable:
+    """One task's table in report.md, rendered from the evaluation reports of that task's stages (in the
+    stage table's order): a row per (subject, protocol) of each report, a column per metric, the other
+    stages' subjects marked with their stage (a baseline they share unchanged with the first stage is shown
+    once); or, with ``by_head``, a row per stage and a column per subject (the classifier's heads) of
+    ``metrics[0]``."""
+
+    task: str
+    heading: str
+    metrics: tuple[str, ...]
+    note: str
+    by_head: bool = False
+
+
+TASK_TABLES = (
+    TaskTable("classify", "Classification (spoken digit, 10 classes; chance 0.10)", ("top1",),
+              "`joint` is the mean of the image, audio and fusion heads' logits. The image alone cannot tell which "
+              "of the 1-3 visible digits is spoken.", by_head=True),
+    TaskTable("localize", "Localisation (which digit speaks)", ("AP50", "AUC", "mean_ciou"),
+              "Primary protocol `fixed@0.5` on the min-max normalised heatmap, binary box ground truth "
+              "(docs/avdigits.md); the `median` rule beside it. `contrastive` and `attention` are the read-outs; "
+              "`center`, `full`: fixed maps; `random_digit`: the box of a visible digit drawn at random."),
+    TaskTable("separate", "Separation (two voices; the image says which)", results.SEPARATION_METRICS,
+              "dB, whole clip, averaged over the two sources of a mixture, then over mixtures. `swapped`: the "
+              "model given, for each source, the OTHER source's image (the gap to the model is how much the image "
+              "steers the separation); `mixture`: the mixture as every estimate; `audio-only`: the same separator "
+              "trained and evaluated with the image replaced by zeros."),
+    TaskTable("segment", "Segmentation (pixels of the speaking digit)", ("fg_iou", "F", "miou_fg"),
+              "`F` with beta^2 0.3; `official`: DeepAVFusion's evaluator. `all_digits`: every visible digit's box "
+              "(the target's baseline); `all_strokes`: every visible digit's strokes, what a segmenter that finds "
+              "the digits but does not pick the speaking one predicts: beating it is what shows the sound is used."),
+)
+
+
+def evaluations(report: dict) -> dict[str, Any]:
+    """stage key -> EvaluationReport of the headline fusion type, from report.json's ``evaluations``."""
+    from avfusion.tasks.evaluation import EvaluationReport
+
+    prefix = f"{report['primary_fusion']}/"
+    return {name[len(prefix):]: EvaluationReport.from_dict(data)
+            for name, data in (report.get("evaluations") or {}).items() if name.startswith(prefix)}
+
+
+def _task_table(spec: TaskTable, reports: dict[str, Any]) -> list[str]:
+    keys = [row["key"] for row in table()["stages"] if row["task"] == spec.task and reports.get(row["key"])]
+    if not keys:
         return []
-    rows = []
-    for key in ("linear_probe", "linear_probe_stage1", "linear_probe_random_init", "finetune"):
-        if key in c:
-            heads = c[key]
-            n = next((h["N"] for h in heads.values() if h), None)
-            rows.append([label(key), *[(heads[h] or {}).get("top1") for h in results.HEADS], "top1", str(n)])
-    return ["## Classification (spoken digit, 10 classes; chance 0.10)", "",
-            *_table(["encoder / protocol", *results.HEADS, "protocol", "N"], rows),
-            "`joint` is the mean of the image, audio and fusion heads' logits. The image alone cannot tell which "
-            "of the 1-3 visible digits is spoken.", ""]
-
-
-def _localization(data: dict) -> list[str]:
-    loc = data.get("localization") or {}
-    if not loc:
-        return []
-    rows = []
-    entries = [(k, loc.get(k)) for k in ("contrastive", "attention")]
-    entries += [(f"{k} ({label('localize_stage1')})", v) for k, v in (loc.get("stage1") or {}).items()]
-    entries += [(f"baseline: {k}", v) for k, v in (loc.get("baselines") or {}).items()]
-    for name, e in entries:
-        if e:
-            median = e.get("median") or {}
-            rows.append([name, e.get("AP50"), e.get("AUC"), e.get("mean_ciou"), median.get("AP50"), median.get("AUC"),
-                         e["protocol"], str(e["N"])])
-    return ["## Localisation (which digit speaks)", "",
-            *_table(["read-out", "AP50", "AUC", "mean cIoU", "AP50 (median)", "AUC (median)", "protocol", "N"], rows),
-            "Primary protocol `fixed@0.5` on the min-max normalised heatmap, binary box ground truth (docs/avdigits.md); "
-            "the `median` rule is printed beside it. `random_digit`: the box of a visible digit drawn at random.", ""]
-
-
-def _separation(data: dict) -> list[str]:
-    sep = data.get("separation") or {}
-    if not sep or "SDR" not in sep:
-        return []
-    rows = [[label("separate"), *[sep.get(m) for m in results.SEPARATION_METRICS], sep["protocol"],
-             str(sep["N"])]]
-    stage1 = sep.get("stage1")
-    if stage1 and "SDR" in stage1:
-        rows.append([label("separate_stage1"), *[stage1.get(m) for m in results.SEPARATION_METRICS],
-                     stage1["protocol"], str(stage1["N"])])
-    for name, b in (sep.get("baselines") or {}).items():
-        if b:
-            rows.append([f"baseline: {name}", *[b.get(m) for m in results.SEPARATION_METRICS], b["protocol"],
-                         str(b["N"])])
-    return ["## Separation (two voices; the image says which)", "",
-            *_table(["estimate", *results.SEPARATION_METRICS, "protocol", "N"], rows),
-            "dB, whole clip, averaged over the two sources of a mixture, then over mixtures. `swapped`: the "
-            "model given, for each source, the OTHER source's image (the gap to the model is how much the image "
-            "steers the separation); `mixture`: the mixture as every estimate; `audio_only`: the same separator "
-            "trained and evaluated with the image replaced by zeros.", ""]
-
-
-def _segmentation(data: dict) -> list[str]:
-    seg = data.get("segmentation") or {}
-    if not seg or "fg_iou" not in seg:
-        return []
-    rows = [[label("segment"), seg.get("fg_iou"), seg.get("F"), (seg.get("official") or {}).get("miou_fg"), seg["protocol"],
-             str(seg["N"])]]
-    stage1 = seg.get("stage1")
-    if stage1 and "fg_iou" in stage1:
-        rows.append([label("segment_stage1"), stage1.get("fg_iou"), stage1.get("F"),
-                     (stage1.get("official") or {}).get("miou_fg"), stage1["protocol"], str(stage1["N"])])
-    for name, b in (seg.get("baselines") or {}).items():
-        rows.append([f"baseline: {name}", b.get("fg_iou"), b.get("F"), (b.get("official") or {}).get("miou_fg"),
-                     b["protocol"], str(b["N"])])
-    return ["## Segmentation (pixels of the speaking digit)", "",
-            *_table(["prediction", "fg IoU", "F (beta^2 0.3)", "fg IoU (official)", "protocol", "N"], rows),
-            "`all_digits`: every visible digit's box (the target's baseline); `all_strokes`: every visible "
-            "digit's strokes, what a segmenter that finds the digits but does not pick the speaking one "
-            "predicts: beating it is what shows the sound is used.", ""]
+    lines = [f"## {spec.heading}", ""]
+    if spec.by_head:
+        heads = list(dict.fromkeys(r.subject for k in keys for r in reports[k].rows if r.metric == spec.metrics[0]))
+        rows = []
+        for k in keys:
+            found = [r for r in reports[k].rows if r.metric == spec.metrics[0]]
+            values = {r.subject: results.number(r.value) for r in found}
+            rows.append([label(k), *[values.get(h) for h in heads], found[0].protocol, str(found[0].n)])
+        lines += _table(["stage", *heads, "protocol", "N"], rows)
+    else:
+        rows, shown = [], {}
+        for i, k in enumerate(keys):
+            rows_of = reports[k].rows
+            for subject, protocol in dict.fromkeys((r.subject, r.protocol) for r in rows_of):
+                found = [r for r in rows_of if r.subject == subject and r.protocol == protocol]
+                values = {r.metric: results.number(r.value) for r in found}
+                if i > 0 and shown.get((subject, protocol)) == values:
+                    continue  # a baseline the encoder does not change: shown once, under the headline stage
+                shown.setdefault((subject, protocol), values)
+                name = subject if i == 0 else f"{subject} ({k})"
+                rows.append([name, *[values.get(m) for m in spec.metrics], protocol, str(found[0].n)])
+        lines += _table(["subject", *spec.metrics, "protocol", "N"], rows)
+    return lines + [spec.note, ""]
 
 
 def _training_pool(modality: str, max_digits: int) -> str:
@@ -245,8 +242,11 @@ def markdown(report: dict) -> str:
         lines += ["What was measured about each target not met (what was tried, what limits it), in the source "
                   "tree's docs:", ""]
         lines += [f"- {t['target']}: {t['docs']}" for t in missed] + [""]
-    lines += _unimodal(report) + _pretraining(report) + _classification(report) + _localization(report) + _separation(report)
-    lines += _segmentation(report) + _ablation(report)
+    reports = evaluations(report)
+    lines += _unimodal(report) + _pretraining(report)
+    for spec in TASK_TABLES:
+        lines += _task_table(spec, reports)
+    lines += _ablation(report)
     lines += ["## Wall time per stage", "",
               *_table(["stage", "wall seconds", "CPU seconds (all threads)"],
                       [[k, v, report["stage_cpu_seconds"].get(k)] for k, v in report["stage_seconds"].items()]),

@@ -17,7 +17,7 @@ PRIMARY_LOCALIZATION = "fixed@0.5"
 SEPARATION_METRICS = ("SDR", "SIR", "SAR", "SDR_mix", "SDRi")
 
 
-def _number(value: float) -> float | None:
+def number(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
@@ -26,7 +26,7 @@ def block(report, subject: str, protocol: str | None = None) -> dict[str, Any] |
     rows = [r for r in report.rows if r.subject == subject and (protocol is None or r.protocol == protocol)]
     if not rows:
         return None
-    out: dict[str, Any] = {r.metric: _number(r.value) for r in rows}
+    out: dict[str, Any] = {r.metric: number(r.value) for r in rows}
     out.update(protocol=rows[0].protocol, N=rows[0].n, skipped=dict(rows[0].skipped))
     return out
 
@@ -170,7 +170,7 @@ class Ref:
         for row in report.rows if report is not None else ():
             if row.subject == self.subject and row.metric == self.metric and (
                     self.protocol is None or row.protocol.endswith(self.protocol)):
-                return _number(row.value)
+                return number(row.value)
         return None
 
 
