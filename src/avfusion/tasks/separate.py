@@ -161,7 +161,6 @@ class SeparateTask(Task):
         from avfusion.models import build_model
 
         cfg = self.cfg
-        s = cfg.separate
         model = build_model("separate", encoder_config_for(cfg.model, cfg.data), **self._model_options)
         init_streams(model.encoder, cfg.model)
         if cfg.model.pretrained:

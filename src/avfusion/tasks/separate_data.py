@@ -10,14 +10,12 @@ evaluation).
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import Dataset
 
-from avfusion.errors import ConfigError, DataError
+from avfusion.errors import ConfigError
 from avfusion.tasks.common import AVDIGITS, AVDigitsTaskSet, DataConfig, open_data_index
 
 log = logging.getLogger(__name__)
